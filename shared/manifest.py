@@ -1,0 +1,72 @@
+"""Manifests: JSONL files of labelled X-rays, the hand-off between data preparation, SFT, GRPO
+and evaluation. One line per image: its path, CheXpert labels, source, split and (for SFT) the
+target text."""
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from shared.config import describe_validation_error
+from shared.errors import UserError
+from shared.labels import check_chexpert_labels
+
+
+class ManifestRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    image: str  # absolute, or relative to the manifest's folder
+    labels: list[str]  # CheXpert label names (NIH images already mapped)
+    source: str = "unknown"  # mimic | chexpert | nih | phantom-<style> | ...
+    split: str = "unspecified"
+    target: str | None = None  # SFT target text (think + solution), when this is SFT data
+    metadata: dict[str, Any] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _chexpert_labels(cls, labels: list[str]) -> list[str]:
+        return check_chexpert_labels(labels)
+
+    def image_path(self, manifest_dir: str | Path) -> Path:
+        path = Path(self.image)
+        return path if path.is_absolute() else Path(manifest_dir) / path
+
+
+def read_manifest(path: str | Path) -> list[ManifestRecord]:
+    """Read a JSONL manifest; a bad line is an error naming the file, the line and the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"manifest not found: {path}")
+    records = []
+    with path.open() as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(ManifestRecord.model_validate(json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+            except ValidationError as error:
+                raise UserError(f"{path}:{number}: {describe_validation_error(error)}") from None
+    return records
+
+
+def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:
+    """Write atomically: a crash midway leaves any earlier file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            for record in records:
+                out.write(record.model_dump_json(exclude_defaults=False) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,168 @@
+"""What travels between processes: rollout server, reward worker, trainer, evaluator, driver.
+
+Every message that crosses a process boundary (HTTP or Ray) is one of these pydantic models.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.labels import CHEXPERT_LABELS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------------
+# Images and prompts
+# ----------------------------------------------------------------------------------------------
+class ImageRef(Strict):
+    """One X-ray: base64 bytes (JPEG, PNG or DICOM) or a path relative to the server's data root."""
+
+    b64: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ImageRef":
+        if (self.b64 is None) == (self.path is None):
+            raise ValueError("give exactly one of 'b64' or 'path'")
+        return self
+
+
+class ChatMessage(Strict):
+    """An OpenAI-style message; `content` is text or a list of parts ({"type": "text"|"image"})."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollouts
+# ----------------------------------------------------------------------------------------------
+class AdapterSelector(Strict):
+    """Which LoRA adapter serves a request: a name and a version, or the latest version of a name.
+
+    `name=None` serves the base model without an adapter.
+    """
+
+    name: str | None = None
+    version: int | None = None  # None = latest loaded version
+
+
+class RolloutItem(Strict):
+    item_id: str | None = None
+    image: ImageRef
+    prompt_format: str | None = "reasoning_a"
+    messages: list[ChatMessage] | None = None  # raw messages; one user message holds {"type": "image"}
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> "RolloutItem":
+        if self.messages is not None:
+            self.prompt_format = None
+        if self.prompt_format is None and self.messages is None:
+            raise ValueError("give 'prompt_format' or 'messages'")
+        return self
+
+
+class SamplingSettings(Strict):
+    n: Annotated[int, Field(ge=1)] = 4
+    temperature: Annotated[float, Field(ge=0.0)] = 0.8
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
+    max_tokens: Annotated[int, Field(ge=1)] = 512
+    seed: int | None = None
+
+
+class RolloutRequest(SamplingSettings):
+    items: Annotated[list[RolloutItem], Field(min_length=1)]
+    adapter: AdapterSelector = AdapterSelector()
+
+
+class Completion(Strict):
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # log-probability of each sampled token under the serving policy
+    finish_reason: str | None
+    adapter_name: str | None
+    adapter_version: int | None  # the version that produced every token of this completion
+
+
+class RolloutTimings(Strict):
+    queued_s: float = 0.0
+    generate_s: float = 0.0
+    total_s: float = 0.0
+
+
+class RolloutResult(Strict):
+    item_id: str | None
+    prompt_token_ids: list[int]
+    completions: list[Completion]
+    timings: RolloutTimings
+
+
+class RolloutResponse(Strict):
+    results: list[RolloutResult]
+
+
+# ----------------------------------------------------------------------------------------------
+# Adapters
+# ----------------------------------------------------------------------------------------------
+class AdapterInfo(Strict):
+    name: str
+    version: int
+    rank: int
+    loaded_at: float
+    in_flight: int = 0  # requests still being served by this version
+    canary_delta: float | None = None  # max |logprob change| of the canary versus the previous version
+
+
+class AdapterList(Strict):
+    adapters: list[AdapterInfo]
+
+
+class AdapterUpdate(Strict):
+    """LoRA weights only, as the trainer publishes them after an optimizer step."""
+
+    name: str
+    version: int | None = None  # None: the server assigns the next version
+    safetensors: bytes  # peft's adapter_model.safetensors
+    adapter_config: dict[str, Any]  # peft's adapter_config.json
+
+
+# ----------------------------------------------------------------------------------------------
+# Rewards
+# ----------------------------------------------------------------------------------------------
+class RewardItem(Strict):
+    text: str
+    n_tokens: int
+    labels: list[str]  # ground truth, CheXpert label names
+    metadata: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_labels(self) -> "RewardItem":
+        unknown = sorted(set(self.labels) - set(CHEXPERT_LABELS))
+        if unknown:
+            raise ValueError(f"unknown ground-truth label(s) {unknown}")
+        return self
+
+
+class RewardRequest(Strict):
+    batch_id: str
+    items: list[RewardItem]
+    state: dict[str, Any] | None = None  # the reward's carried state (e.g. the nuanced window)
+
+
+class LabelCounts(Strict):
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+
+class RewardResult(Strict):
+    batch_id: str
+    reward_name: str
+    reward_version: str
+    totals: list[float]
+    components: list[dict[str, float]]
+    label_counts: dict[str, LabelCounts]
+    state: dict[str, Any] | None = None
