@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{error.strerror}: {error.filename}" if error.filename else str(error)
     except KeyboardInterrupt:
         message = "interrupted"
-    print(f"cxr-rl {args.command}: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    print(
+        f"cxr-rl {args.command}: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr
+    )
     return 1
 
 

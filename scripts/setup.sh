@@ -57,6 +57,7 @@ else
   extras="gpu,dev"
 fi
 echo "[setup] cxr-rl ($extras)"
-pip_install -e ".[$extras]" torch==2.13.0 torchvision==0.28.0
+# compat mode: a .pth puts the checkout on sys.path, so every top-level package imports as edited
+pip_install -e ".[$extras]" --config-settings editable_mode=compat torch==2.13.0 torchvision==0.28.0
 verify
 echo "$stamp_key" > "$VENV/.cxr-rl-installed"

@@ -58,14 +58,18 @@ def decode_xray(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Imag
     if is_dicom(data):
         gray = dicom_to_uint8(data)
         if gray.shape[0] * gray.shape[1] > max_pixels:
-            raise ImageDecodeError(f"image of {gray.shape[1]}x{gray.shape[0]} pixels is over the limit of {max_pixels}")
+            raise ImageDecodeError(
+                f"image of {gray.shape[1]}x{gray.shape[0]} pixels is over the limit of {max_pixels}"
+            )
         return Image.fromarray(gray, mode="L").convert("RGB")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageDecodeError("bytes are not a JPEG, PNG or DICOM image") from None
     if image.width * image.height > max_pixels:
-        raise ImageDecodeError(f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels}")
+        raise ImageDecodeError(
+            f"image of {image.width}x{image.height} pixels is over the limit of {max_pixels}"
+        )
     try:
         image.load()
     except (OSError, SyntaxError) as error:

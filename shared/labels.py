@@ -68,8 +68,12 @@ NIH_TO_CHEXPERT_9 = MappingProxyType(
 )
 NIH_TO_CHEXPERT_10 = MappingProxyType({**NIH_TO_CHEXPERT_9, "Effusion": "Pleural Effusion"})
 
-NIH9_LABELS: tuple[str, ...] = tuple(label for label in CHEXPERT_LABELS if label in set(NIH_TO_CHEXPERT_9.values()))
-NIH10_LABELS: tuple[str, ...] = tuple(label for label in CHEXPERT_LABELS if label in set(NIH_TO_CHEXPERT_10.values()))
+NIH9_LABELS: tuple[str, ...] = tuple(
+    label for label in CHEXPERT_LABELS if label in set(NIH_TO_CHEXPERT_9.values())
+)
+NIH10_LABELS: tuple[str, ...] = tuple(
+    label for label in CHEXPERT_LABELS if label in set(NIH_TO_CHEXPERT_10.values())
+)
 
 # Named label sets for scoring (`cxr-rl score --labels NAME`).
 LABEL_SETS = MappingProxyType({"chexpert14": CHEXPERT_LABELS, "nih9": NIH9_LABELS, "nih10": NIH10_LABELS})

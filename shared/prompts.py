@@ -109,7 +109,9 @@ class PromptRegistry:
         try:
             return self._formats[name]
         except KeyError:
-            raise UserError(f"unknown prompt format {name!r}; known formats: {', '.join(self.names())}") from None
+            raise UserError(
+                f"unknown prompt format {name!r}; known formats: {', '.join(self.names())}"
+            ) from None
 
     def add_from_file(self, path: str | Path) -> list[str]:
         path = Path(path)

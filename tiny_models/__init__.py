@@ -1,0 +1,52 @@
+"""Random-weight tiny models of the real architectures (MedGemma-4B, Qwen2.5-VL-3B), built offline
+with their own tokenizer, processor and chat template, so tests and the demo run without a model hub."""
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from shared.errors import UserError
+
+ARCHITECTURES = ("medgemma", "qwen2.5-vl")
+BUILDER_VERSION = 1  # bump when a builder changes what it writes; cached models are rebuilt
+STAMP = "cxr-rl-tiny-model.json"
+
+
+def build_tiny_model(arch: str, out: str | Path, seed: int = 0) -> Path:
+    """Build (or reuse, when `out` already holds this arch/seed/builder version) a tiny model."""
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    out = Path(out)
+    wanted = {"arch": arch, "seed": seed, "builder_version": BUILDER_VERSION}
+    stamp = out / STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
+        return out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as error:
+        raise UserError(f"cannot write the model to {out}: {error.strerror}") from None
+    try:
+        _builder(arch)(staging, seed)
+        (staging / STAMP).write_text(json.dumps(wanted))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def default_model_dir(arch: str, seed: int, cache_root: str | Path) -> Path:
+    key = hashlib.sha256(f"{arch}:{seed}:{BUILDER_VERSION}".encode()).hexdigest()[:8]
+    return Path(cache_root) / f"tiny-{arch}-seed{seed}-{key}"
+
+
+def _builder(arch: str):
+    if arch == "medgemma":
+        from tiny_models.medgemma import build
+    else:
+        from tiny_models.qwen_vl import build
+    return build

@@ -1,0 +1,137 @@
+"""A random-weight model of MedGemma-4B's architecture (Gemma3ForConditionalGeneration: SigLIP
+tower + projector + Gemma3 text), small enough to run in tests on a CPU, saved in the hub layout
+that both transformers and vLLM load."""
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
+    Gemma3ImageProcessor,
+    Gemma3Processor,
+    Gemma3TextConfig,
+    SiglipVisionConfig,
+)
+
+from tiny_models.tokenizer import train_sentencepiece_like, wrap
+
+# Gemma 3's chat template, as the real checkpoints ship it (system text joins the first user turn).
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- if messages[0]['content'] is string -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- else -%}{%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}{%- endif -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+SPECIAL_TOKENS = [
+    "<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>",
+    "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+]  # fmt: skip
+IMAGE_SIZE = 224
+PATCH_SIZE = 14
+TOKENS_PER_IMAGE = 16  # (224/14)^2 = 256 patches pooled 4x4 -> 16 tokens (MedGemma: 896 px -> 256)
+
+
+def tiny_config(vocab_size: int, token_id: dict[str, int]) -> Gemma3Config:
+    text = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,  # vLLM's CPU attention rejects head_dim 16
+        query_pre_attn_scalar=64,
+        sliding_window=512,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=4096,
+        pad_token_id=token_id["<pad>"],
+        eos_token_id=[token_id["<eos>"], token_id["<end_of_turn>"]],
+        bos_token_id=token_id["<bos>"],
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        vision_use_head=False,  # as MedGemma
+    )
+    return Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=TOKENS_PER_IMAGE,
+        boi_token_index=token_id["<start_of_image>"],
+        eoi_token_index=token_id["<end_of_image>"],
+        image_token_index=token_id["<image_soft_token>"],
+    )
+
+
+def build(out: Path, seed: int, vocab_size: int = 640) -> None:
+    raw = train_sentencepiece_like(vocab_size, SPECIAL_TOKENS)
+    tokenizer = wrap(
+        raw,
+        GEMMA3_CHAT_TEMPLATE,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "boi_token": "<start_of_image>",
+            "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>",
+        },
+    )
+    tokenizer.add_bos_token = False  # the chat template writes <bos> itself
+    token_id = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = tiny_config(len(tokenizer), token_id)
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = config.text_config.eos_token_id
+    model.save_pretrained(out)
+    _rename_vision_tower_to_hub_layout(out)
+
+    image_processor = Gemma3ImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+        do_pan_and_scan=False,
+    )
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=TOKENS_PER_IMAGE,
+    )
+    processor.save_pretrained(out)
+
+
+def _rename_vision_tower_to_hub_layout(out: Path) -> None:
+    """transformers 5 writes `vision_tower.*`; vLLM 0.32 expects the hub's `vision_tower.vision_model.*`
+    (as the real MedGemma checkpoint has). transformers still loads the renamed file."""
+    path = out / "model.safetensors"
+    tensors = load_file(path)
+    renamed = {}
+    for key, tensor in tensors.items():
+        for prefix in ("model.vision_tower.", "vision_tower."):
+            if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
+                key = prefix + "vision_model." + key[len(prefix) :]
+                break
+        renamed[key] = tensor.contiguous()
+    save_file(renamed, path, metadata={"format": "pt"})
