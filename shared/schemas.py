@@ -88,8 +88,8 @@ class Completion(Strict):
 
 
 class RolloutTimings(Strict):
-    queued_s: float = 0.0
-    generate_s: float = 0.0
+    preprocess_s: float = 0.0  # decoding the X-ray and rendering the prompt
+    generate_s: float = 0.0  # in the engine, queueing included
     total_s: float = 0.0
 
 

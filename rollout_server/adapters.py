@@ -1,0 +1,250 @@
+"""LoRA adapters by name and version in a running vLLM engine.
+
+Designed around traps seen in the field:
+- every version gets its own vLLM adapter name and integer id: vLLM keys its prefix cache by
+  adapter name, so reusing a name could mix an old policy's cached prefix with a new decode;
+- no `load_inplace=True`: the flag sticks to the cached request and vLLM re-reads the adapter on
+  every scheduler step;
+- only versions still in use stay loaded: the latest of each name, and older ones until their
+  in-flight requests finish;
+- a canary (prompt logprobs of a fixed prompt) must change from the previous version's before a
+  load is reported live;
+- vLLM applies LoRA to the language model only for Gemma3 and Qwen-VL, so an adapter that
+  targets the vision tower is refused rather than silently half-applied.
+"""
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rollout_server.engine import RolloutEngine
+from rollout_server.errors import RequestError, invalid, not_found
+from shared.schemas import AdapterInfo, AdapterSelector
+
+VISION_MODULE_PATTERN = re.compile(
+    r"vision_tower|vision_model|visual|multi_modal_projector|merger|patch_embed"
+)
+CANARY_MIN_DELTA = 1e-6
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class AdapterVersion:
+    name: str
+    version: int
+    lora_int_id: int
+    path: Path
+    rank: int
+    digest: str
+    canary: list[float]
+    canary_delta: float | None
+    loaded_at: float = field(default_factory=time.time)
+    in_flight: int = 0
+
+    @property
+    def vllm_name(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    def lora_request(self):
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(self.vllm_name, self.lora_int_id, str(self.path))
+
+    def info(self) -> AdapterInfo:
+        return AdapterInfo(
+            name=self.name,
+            version=self.version,
+            rank=self.rank,
+            loaded_at=self.loaded_at,
+            in_flight=self.in_flight,
+            canary_delta=self.canary_delta,
+        )
+
+
+def check_adapter_files(folder: Path, max_rank: int) -> tuple[int, str]:
+    """Validate a PEFT adapter folder; return (rank, weights digest)."""
+    for name in ADAPTER_FILES:
+        if not (folder / name).is_file():
+            raise invalid("adapter", f"missing {name} in the adapter")
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+    except json.JSONDecodeError as error:
+        raise invalid("adapter_config", f"not valid JSON ({error.msg})") from None
+    rank = int(config.get("r", 0))
+    if not 1 <= rank <= max_rank:
+        raise invalid(
+            "adapter_config.r", f"rank {rank} is outside 1..{max_rank} (the server's max LoRA rank)"
+        )
+    targets = config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    if any(VISION_MODULE_PATTERN.search(target) for target in targets):
+        raise invalid(
+            "adapter_config.target_modules",
+            "targets the vision tower; vLLM applies LoRA to the language model only for this model",
+        )
+    from safetensors import safe_open
+
+    weights = folder / "adapter_model.safetensors"
+    try:
+        with safe_open(str(weights), "pt") as tensors:
+            keys = list(tensors.keys())
+    except Exception as error:  # safetensors raises its own error types
+        raise invalid("adapter", f"adapter_model.safetensors is unreadable ({error})") from None
+    vision_keys = [key for key in keys if VISION_MODULE_PATTERN.search(key)]
+    if vision_keys:
+        raise invalid(
+            "adapter", f"has vision-tower weights ({vision_keys[0]}, ...); only language-model LoRA is served"
+        )
+    if not keys:
+        raise invalid("adapter", "adapter_model.safetensors holds no tensors")
+    return rank, hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+class AdapterRegistry:
+    def __init__(self, engine: RolloutEngine, adapter_dir: Path, max_rank: int, canary: bool = True):
+        self.engine = engine
+        self.adapter_dir = adapter_dir
+        self.max_rank = max_rank
+        self.canary = canary
+        self._versions: dict[str, dict[int, AdapterVersion]] = {}
+        self._retired: set[tuple[str, int]] = set()  # deleted while still in flight
+        self._next_lora_id = 1
+        self._lock = asyncio.Lock()
+        self.swap_seconds: list[float] = []
+
+    def latest(self, name: str) -> AdapterVersion | None:
+        versions = self._versions.get(name)
+        return versions[max(versions)] if versions else None
+
+    def staging_folder(self, name: str) -> Path:
+        if not _NAME_PATTERN.match(name):
+            raise invalid("name", "adapter names are 1-64 characters of letters, digits, '_', '.', '-'")
+        folder = self.adapter_dir / name / f".incoming-{time.time_ns()}"
+        folder.mkdir(parents=True)
+        return folder
+
+    async def load(self, name: str, folder: Path, version: int | None, owned: bool) -> AdapterVersion:
+        """Load the adapter in `folder` as the next (or given) version of `name`.
+
+        `owned`: the folder is ours (written from bytes) and is moved, not copied.
+        """
+        started = time.perf_counter()
+        if not _NAME_PATTERN.match(name):
+            raise invalid("name", "adapter names are 1-64 characters of letters, digits, '_', '.', '-'")
+        rank, digest = check_adapter_files(folder, self.max_rank)
+        async with self._lock:
+            previous = self.latest(name)
+            if version is None:
+                version = previous.version + 1 if previous else 0
+            elif previous is not None and version <= previous.version:
+                raise RequestError(
+                    409, "version", f"version {version} is not above the latest ({previous.version})"
+                )
+            target = self.adapter_dir / name / f"v{version}"
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if owned:
+                folder.rename(target)
+            else:
+                target.mkdir()
+                for file_name in ADAPTER_FILES:
+                    shutil.copyfile(folder / file_name, target / file_name)
+            adapter = AdapterVersion(name, version, self._next_lora_id, target, rank, digest, [], None)
+            self._next_lora_id += 1
+            try:
+                await self.engine.add_lora(adapter.lora_request())
+                if self.canary:
+                    await self._prove_live(adapter, previous)
+            except BaseException:
+                await self._drop(adapter)
+                raise
+            self._versions.setdefault(name, {})[version] = adapter
+            await self._release_unused(name)
+        self.swap_seconds.append(time.perf_counter() - started)
+        return adapter
+
+    async def _prove_live(self, adapter: AdapterVersion, previous: AdapterVersion | None) -> None:
+        adapter.canary = await self.engine.canary_logprobs(adapter.lora_request())
+        reference = previous.canary if previous else self.engine.base_canary
+        if not reference:
+            return
+        adapter.canary_delta = max(abs(a - b) for a, b in zip(adapter.canary, reference, strict=True))
+        same_weights = previous is not None and previous.digest == adapter.digest
+        if adapter.canary_delta < CANARY_MIN_DELTA and not same_weights and previous is not None:
+            raise RequestError(
+                500,
+                "adapter",
+                f"version {adapter.version} loaded but the canary's logprobs did not change from version "
+                f"{previous.version} (max delta {adapter.canary_delta:.2e}); the new weights are not live",
+            )
+
+    def acquire(self, selector: AdapterSelector) -> AdapterVersion | None:
+        if selector.name is None:
+            if selector.version is not None:
+                raise invalid("adapter.version", "a version needs an adapter name")
+            return None
+        versions = {
+            number: adapter
+            for number, adapter in self._versions.get(selector.name, {}).items()
+            if (selector.name, number) not in self._retired
+        }
+        if not versions:
+            raise not_found("adapter.name", f"no adapter named {selector.name!r} is loaded")
+        version = max(versions) if selector.version is None else selector.version
+        adapter = versions.get(version)
+        if adapter is None:
+            raise not_found(
+                "adapter.version",
+                f"{selector.name!r} has no loaded version {version} (loaded: {sorted(versions)})",
+            )
+        adapter.in_flight += 1
+        return adapter
+
+    async def release(self, adapter: AdapterVersion | None) -> None:
+        if adapter is None:
+            return
+        adapter.in_flight -= 1
+        if adapter.in_flight == 0:
+            async with self._lock:
+                await self._release_unused(adapter.name)
+
+    async def unload(self, name: str, version: int | None) -> list[int]:
+        async with self._lock:
+            versions = self._versions.get(name)
+            if not versions or (version is not None and version not in versions):
+                raise not_found(
+                    "name",
+                    f"no loaded adapter {name!r}" + (f" version {version}" if version is not None else ""),
+                )
+            chosen = [version] if version is not None else sorted(versions)
+            for number in chosen:
+                self._retired.add((name, number))
+            await self._release_unused(name)
+            return chosen
+
+    async def _release_unused(self, name: str) -> None:
+        versions = self._versions.get(name, {})
+        latest = max(versions) if versions else None
+        for number, adapter in list(versions.items()):
+            retired = (name, number) in self._retired
+            if adapter.in_flight == 0 and (number != latest or retired):
+                await self._drop(adapter)
+                del versions[number]
+                self._retired.discard((name, number))
+        if not versions:
+            self._versions.pop(name, None)
+
+    async def _drop(self, adapter: AdapterVersion) -> None:
+        try:
+            await self.engine.remove_lora(adapter.lora_int_id)
+        finally:
+            shutil.rmtree(adapter.path, ignore_errors=True)
+
+    def listing(self) -> list[AdapterInfo]:
+        return [adapter.info() for versions in self._versions.values() for adapter in versions.values()]

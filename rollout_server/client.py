@@ -1,0 +1,196 @@
+"""A small typed client of the rollout server (httpx), sync and async, with retries and timeouts.
+
+Retries cover connection failures and 502/503/504 (a server still loading or restarting), with
+exponential backoff; a 4xx is the caller's mistake and raises `RolloutServerError` at once.
+"""
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.schemas import AdapterInfo, AdapterList, AdapterUpdate, RolloutRequest, RolloutResponse
+
+RETRY_STATUSES = {502, 503, 504}
+JSON = {"content-type": "application/json"}
+
+
+class RolloutServerError(RuntimeError):
+    def __init__(self, status: int, field: str, reason: str):
+        super().__init__(f"rollout server answered {status}: {field}: {reason}")
+        self.status, self.field, self.reason = status, field, reason
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt)
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json().get("error", {})
+        field, reason = error.get("field", "?"), error.get("reason", response.text)
+    except ValueError:
+        field, reason = "?", response.text[:200]
+    raise RolloutServerError(response.status_code, field, reason)
+
+
+def _adapter_body(update: AdapterUpdate) -> dict[str, Any]:
+    return {
+        "name": update.name,
+        "version": update.version,
+        "safetensors_b64": base64.b64encode(update.safetensors).decode(),
+        "adapter_config": update.adapter_config,
+    }
+
+
+class _Common:
+    def __init__(self, base_url: str, token: str | None, timeout_s: float, retry: RetryPolicy):
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = httpx.Timeout(timeout_s, connect=10.0)
+        self.retry = retry
+
+    def _should_retry(self, response: httpx.Response | None, attempt: int) -> bool:
+        last = attempt + 1 >= self.retry.attempts
+        return not last and (response is None or response.status_code in RETRY_STATUSES)
+
+
+class RolloutClient(_Common):
+    """Blocking client: `RolloutClient(url).rollouts(request)`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        super().__init__(base_url, token, timeout_s, retry)
+        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "RolloutClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retry.attempts):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if not self._should_retry(None, attempt):
+                    raise
+                time.sleep(self.retry.delay(attempt))
+                continue
+            if self._should_retry(response, attempt):
+                time.sleep(self.retry.delay(attempt))
+                continue
+            _raise_for_error(response)
+            return response
+        raise AssertionError("unreachable")
+
+    def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                response = self._http.get("/ready")
+                if response.status_code == 200:
+                    return
+                error = response.json().get("error")
+                if error:
+                    raise RolloutServerError(503, "server", f"engine failed to start: {error}")
+            except httpx.TransportError:
+                pass
+            time.sleep(poll_s)
+        raise TimeoutError(f"rollout server at {self.base_url} not ready after {timeout_s:.0f} s")
+
+    def rollouts(self, request: RolloutRequest) -> RolloutResponse:
+        response = self._request("POST", "/v1/rollouts", content=request.model_dump_json(exclude_none=True), headers=JSON)
+        return RolloutResponse.model_validate_json(response.content)
+
+    def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
+        return AdapterInfo.model_validate(
+            self._request("POST", "/v1/adapters", json=_adapter_body(update)).json()
+        )
+
+    def load_adapter_path(self, name: str, path: str | Path, version: int | None = None) -> AdapterInfo:
+        body = {"name": name, "path": str(path), "version": version}
+        return AdapterInfo.model_validate(self._request("POST", "/v1/adapters", json=body).json())
+
+    def adapters(self) -> list[AdapterInfo]:
+        return AdapterList.model_validate(self._request("GET", "/v1/adapters").json()).adapters
+
+    def unload_adapter(self, name: str, version: int | None = None) -> list[int]:
+        params = {} if version is None else {"version": version}
+        return self._request("DELETE", f"/v1/adapters/{name}", params=params).json()["unloaded"]
+
+
+class AsyncRolloutClient(_Common):
+    """Non-blocking client for callers that run an event loop (the evaluator, benchmarks)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 600.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        super().__init__(base_url, token, timeout_s, retry)
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=self.timeout, limits=limits
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncRolloutClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retry.attempts):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if not self._should_retry(None, attempt):
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            if self._should_retry(response, attempt):
+                await asyncio.sleep(self.retry.delay(attempt))
+                continue
+            _raise_for_error(response)
+            return response
+        raise AssertionError("unreachable")
+
+    async def rollouts(self, request: RolloutRequest) -> RolloutResponse:
+        response = await self._request(
+            "POST", "/v1/rollouts", content=request.model_dump_json(exclude_none=True)
+        )
+        return RolloutResponse.model_validate_json(response.content)
+
+    async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
+        response = await self._request("POST", "/v1/adapters", json=_adapter_body(update))
+        return AdapterInfo.model_validate(response.json())
+
+    async def adapters(self) -> list[AdapterInfo]:
+        return AdapterList.model_validate((await self._request("GET", "/v1/adapters")).json()).adapters

@@ -1,0 +1,82 @@
+"""vLLM's async engine, started from our typed config, with the few calls the server needs."""
+
+import asyncio
+import os
+import uuid
+from typing import Any
+
+from rollout_server.config import EngineConfig
+
+CANARY_TOKENS = 24  # a fixed text-only prompt whose prompt logprobs fingerprint the live weights
+
+
+def engine_args(config: EngineConfig) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.platforms import current_platform
+
+    on_cpu = current_platform.is_cpu()
+    chunked_prefill = config.enable_chunked_prefill
+    if chunked_prefill is None and on_cpu:
+        chunked_prefill = False  # see EngineConfig.enable_chunked_prefill
+    mm_kwargs = {k: v for k, v in (("min_pixels", config.min_pixels), ("max_pixels", config.max_pixels)) if v}
+    return AsyncEngineArgs(
+        model=config.model,
+        dtype="float32" if (config.dtype == "auto" and on_cpu) else config.dtype,
+        max_model_len=config.max_model_len,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        enable_lora=True,
+        max_lora_rank=config.max_lora_rank,
+        max_loras=config.max_loras,
+        max_cpu_loras=config.max_loras * 2,
+        max_num_seqs=config.max_num_seqs,
+        limit_mm_per_prompt={"image": 1},
+        mm_processor_kwargs=mm_kwargs or None,
+        enforce_eager=config.enforce_eager,
+        enable_chunked_prefill=chunked_prefill,
+        enable_prefix_caching=config.enable_prefix_caching,
+        seed=config.seed,
+        disable_log_stats=True,
+    )
+
+
+class RolloutEngine:
+    """One AsyncLLM per server process. `start()` builds it off the event loop (~25 s on CPU)."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.llm: Any = None
+        self.base_canary: list[float] | None = None
+
+    async def start(self) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.config.cpu_kv_cache_gib))))
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args(self.config))
+        # The first request that asks for logprobs is slow (a one-off warm-up): pay it before /ready.
+        self.base_canary = await self.canary_logprobs(None)
+
+    def shutdown(self) -> None:
+        if self.llm is not None:
+            self.llm.shutdown()
+            self.llm = None
+
+    async def generate(self, prompt: dict[str, Any], params: Any, lora_request: Any = None) -> Any:
+        final = None
+        async for output in self.llm.generate(prompt, params, uuid.uuid4().hex, lora_request=lora_request):
+            final = output
+        return final
+
+    async def canary_logprobs(self, lora_request: Any) -> list[float]:
+        from vllm import SamplingParams
+
+        token_ids = [(7 * index + 11) % 97 + 10 for index in range(CANARY_TOKENS)]
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        output = await self.generate({"prompt_token_ids": token_ids}, params, lora_request)
+        return [next(iter(entry.values())).logprob for entry in output.prompt_logprobs[1:]]
+
+    async def add_lora(self, lora_request: Any) -> None:
+        if not await self.llm.add_lora(lora_request):
+            raise RuntimeError(f"vLLM refused adapter {lora_request.lora_name}")
+
+    async def remove_lora(self, lora_int_id: int) -> None:
+        await self.llm.remove_lora(lora_int_id)

@@ -1,0 +1,205 @@
+"""The rollout server's work, apart from HTTP: sample G completions per X-ray on a chosen adapter
+version, and load or unload adapter versions."""
+
+import asyncio
+import base64
+import binascii
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rollout_server.adapters import AdapterRegistry, AdapterVersion
+from rollout_server.config import ServerConfig
+from rollout_server.engine import RolloutEngine
+from rollout_server.errors import RequestError, invalid
+from rollout_server.inputs import PreparedPrompt, prepare_item
+from rollout_server.metrics import ServerMetrics
+from shared.prompts import PromptRegistry
+from shared.schemas import (
+    AdapterInfo,
+    AdapterSelector,
+    AdapterUpdate,
+    Completion,
+    RolloutRequest,
+    RolloutResponse,
+    RolloutResult,
+    RolloutTimings,
+    SamplingSettings,
+)
+
+
+def default_adapter_dir() -> Path:
+    shm = Path("/dev/shm")  # tmpfs where present: the file hop into vLLM costs little
+    return Path(tempfile.mkdtemp(prefix="cxr-rl-adapters-", dir=shm if shm.is_dir() else None))
+
+
+class RolloutService:
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.engine = RolloutEngine(config.engine)
+        self.adapters = AdapterRegistry(
+            self.engine,
+            config.adapter_dir or default_adapter_dir(),
+            config.engine.max_lora_rank,
+            config.canary,
+        )
+        self.prompts = PromptRegistry()
+        if config.prompt_formats_file:
+            self.prompts.add_from_file(config.prompt_formats_file)
+        self.metrics = ServerMetrics()
+        self.processor: Any = None
+        self.ready = False
+        self.startup_error: str | None = None
+
+    async def start(self) -> None:
+        try:
+            from transformers import AutoProcessor
+
+            self.processor = await asyncio.to_thread(AutoProcessor.from_pretrained, self.config.engine.model)
+            await self.engine.start()
+            self.ready = True
+        except Exception as error:
+            self.startup_error = f"{type(error).__name__}: {error}"
+            raise
+
+    def shutdown(self) -> None:
+        self.ready = False
+        self.engine.shutdown()
+
+    # ------------------------------------------------------------------------------------------
+    # Rollouts
+    # ------------------------------------------------------------------------------------------
+    def check_sampling(self, settings: SamplingSettings, items: int) -> None:
+        limits, engine = self.config.limits, self.config.engine
+        if items > limits.max_items:
+            raise invalid("items", f"{items} items is over the limit of {limits.max_items} per request")
+        if settings.n > limits.max_n:
+            raise invalid("n", f"n={settings.n} is over the limit of {limits.max_n}")
+        if settings.max_tokens >= engine.max_model_len:
+            raise invalid(
+                "max_tokens",
+                f"max_tokens={settings.max_tokens} is not below max_model_len={engine.max_model_len}",
+            )
+
+    def prepare(self, request: RolloutRequest) -> list[PreparedPrompt]:
+        self.check_sampling(request, len(request.items))
+        return [
+            prepare_item(item, index, self.processor, self.prompts, self.config.data_root, self.config.limits)
+            for index, item in enumerate(request.items)
+        ]
+
+    async def rollouts(self, request: RolloutRequest) -> RolloutResponse:
+        started = time.perf_counter()
+        prepared = self.prepare(request)
+        preprocess_s = (time.perf_counter() - started) / max(1, len(prepared))
+        adapter = self.adapters.acquire(request.adapter)
+        self.metrics.queue_depth.inc(len(prepared))
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._sample(index, prompt, request, adapter, preprocess_s)
+                    for index, prompt in enumerate(prepared)
+                )
+            )
+        finally:
+            self.metrics.queue_depth.dec(len(prepared))
+            await self.adapters.release(adapter)
+        return RolloutResponse(results=list(results))
+
+    async def _sample(
+        self,
+        index: int,
+        prompt: PreparedPrompt,
+        settings: SamplingSettings,
+        adapter: AdapterVersion | None,
+        preprocess_s: float,
+    ) -> RolloutResult:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=settings.n,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_tokens,
+            logprobs=0,
+            seed=None if settings.seed is None else settings.seed + index,  # items of a batch differ
+        )
+        started = time.perf_counter()
+        try:
+            output = await self.engine.generate(
+                prompt.engine_input(), params, adapter.lora_request() if adapter else None
+            )
+        except ValueError as error:  # vLLM's validation errors (prompt too long for the model, ...)
+            raise invalid(f"items[{index}]", str(error).splitlines()[0]) from None
+        generate_s = time.perf_counter() - started
+        completions = [
+            Completion(
+                text=choice.text,
+                token_ids=list(choice.token_ids),
+                logprobs=[
+                    step[token].logprob for step, token in zip(choice.logprobs, choice.token_ids, strict=True)
+                ],
+                finish_reason=choice.finish_reason,
+                adapter_name=adapter.name if adapter else None,
+                adapter_version=adapter.version if adapter else None,
+            )
+            for choice in sorted(output.outputs, key=lambda choice: choice.index)
+        ]
+        self.metrics.completions.inc(len(completions))
+        self.metrics.tokens.inc(sum(len(c.token_ids) for c in completions))
+        self.metrics.prompt_tokens.inc(len(output.prompt_token_ids))
+        return RolloutResult(
+            item_id=prompt.item_id,
+            prompt_token_ids=list(output.prompt_token_ids),
+            completions=completions,
+            timings=RolloutTimings(
+                preprocess_s=preprocess_s, generate_s=generate_s, total_s=preprocess_s + generate_s
+            ),
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Adapters
+    # ------------------------------------------------------------------------------------------
+    async def load_adapter_update(self, update: AdapterUpdate) -> AdapterInfo:
+        """LoRA weights as bytes (from the trainer over Ray or HTTP)."""
+        folder = self.adapters.staging_folder(update.name)
+        (folder / "adapter_model.safetensors").write_bytes(update.safetensors)
+        (folder / "adapter_config.json").write_text(json.dumps(update.adapter_config))
+        return await self._load(update.name, folder, update.version, owned=True)
+
+    async def load_adapter_path(self, name: str, path: str, version: int | None) -> AdapterInfo:
+        folder = Path(path)
+        if not folder.is_dir():
+            raise invalid("path", f"no adapter folder at {path}")
+        return await self._load(name, folder, version, owned=False)
+
+    async def _load(self, name: str, folder: Path, version: int | None, owned: bool) -> AdapterInfo:
+        try:
+            adapter = await self.adapters.load(name, folder, version, owned)
+        except RequestError:
+            if owned:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.metrics.adapter_version.labels(adapter=name).set(adapter.version)
+        self.metrics.swap_seconds.observe(self.adapters.swap_seconds[-1])
+        return adapter.info()
+
+
+def decode_adapter_b64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("safetensors_b64", "not valid base64") from None
+
+
+def selector_from_model_name(model: str | None) -> AdapterSelector:
+    """OpenAI `model` field: "base" (or empty) for no adapter, "NAME" for its latest, "NAME:VERSION"."""
+    if not model or model == "base":
+        return AdapterSelector()
+    name, _, version = model.partition(":")
+    if version and not version.isdigit():
+        raise invalid("model", f"version in {model!r} is not a number")
+    return AdapterSelector(name=name, version=int(version) if version else None)

@@ -1,0 +1,43 @@
+"""Turning an X-ray request into the prompt text a model's chat template makes of it.
+
+The rollout server and the trainer both call `render_prompt` with the model's own processor, so
+that one X-ray and prompt become the same token ids on both sides (the trainer checks this).
+"""
+
+from typing import Any
+
+from shared.errors import UserError
+from shared.prompts import PromptRegistry, user_messages
+
+
+def messages_from_format(format_name: str, prompts: PromptRegistry) -> list[dict[str, Any]]:
+    return user_messages(prompts.get(format_name))
+
+
+def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Raw chat messages -> the template's form; exactly one `{"type": "image"}` part overall."""
+    normalised, images = [], 0
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            normalised.append({"role": message["role"], "content": [{"type": "text", "text": content}]})
+            continue
+        parts = []
+        for part in content:
+            kind = part.get("type")
+            if kind in ("image", "image_url"):
+                images += 1
+                parts.append({"type": "image"})
+            elif kind == "text":
+                parts.append({"type": "text", "text": str(part.get("text", ""))})
+            else:
+                raise UserError(f"unsupported message part type {kind!r} (use 'text' or 'image')")
+        normalised.append({"role": message["role"], "content": parts})
+    if images != 1:
+        raise UserError(f"messages must hold exactly one image part, found {images}")
+    return normalised
+
+
+def render_prompt(processor: Any, messages: list[dict[str, Any]]) -> str:
+    """The prompt text (image placeholder included) up to where the assistant starts writing."""
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -1,0 +1,90 @@
+"""Per-token log-probabilities of sampled completions under the trainer's model.
+
+Logprobs are of the raw logits (no temperature, no top-p), matching vLLM's default
+`logprobs_mode="raw_logprobs"`, so the trainer's and the server's numbers are comparable.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from shared.chat import render_prompt
+from shared.prompts import PromptRegistry, user_messages
+
+# Processor outputs laid out along the token axis (extended over the completion) versus per image.
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+IMAGE_KEYS = ("pixel_values", "image_grid_thw")
+
+
+def prompt_inputs(processor: Any, prompt_text: str, image: Any) -> dict[str, torch.Tensor]:
+    """The processor's tensors for one X-ray and its rendered prompt (batch of one)."""
+    features = processor(text=[prompt_text], images=[image], return_tensors="pt")
+    return {key: value for key, value in features.items() if isinstance(value, torch.Tensor)}
+
+
+def format_prompt_inputs(processor: Any, prompt_format: str, image: Any, prompts: PromptRegistry) -> dict:
+    return prompt_inputs(processor, render_prompt(processor, user_messages(prompts.get(prompt_format))), image)
+
+
+@dataclass
+class CompletionBatch:
+    """G completions of one prompt, right-padded: the model inputs and where the completions sit."""
+
+    inputs: dict[str, torch.Tensor]
+    completion_ids: torch.Tensor  # [G, T] padded with 0
+    completion_mask: torch.Tensor  # [G, T] 1 on real completion tokens
+    prompt_length: int
+
+
+def completion_batch(prompt: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int) -> CompletionBatch:
+    group, longest = len(completions), max(1, max(len(ids) for ids in completions))
+    completion_ids = torch.full((group, longest), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((group, longest), dtype=torch.long)
+    for row, ids in enumerate(completions):
+        completion_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        completion_mask[row, : len(ids)] = 1
+    prompt_length = prompt["input_ids"].shape[1]
+    inputs: dict[str, torch.Tensor] = {}
+    for key, value in prompt.items():
+        if key in SEQUENCE_KEYS:
+            repeated = value.expand(group, -1)
+            if key == "input_ids":
+                tail = completion_ids
+            elif key == "attention_mask":
+                tail = completion_mask
+            else:
+                tail = torch.zeros_like(completion_ids)
+            inputs[key] = torch.cat([repeated, tail.to(value.dtype)], dim=1)
+        elif key in IMAGE_KEYS:
+            inputs[key] = torch.cat([value] * group, dim=0)
+        else:
+            inputs[key] = value
+    return CompletionBatch(inputs, completion_ids, completion_mask, prompt_length)
+
+
+def move(batch: CompletionBatch, device: torch.device | str, dtype: torch.dtype | None = None) -> CompletionBatch:
+    inputs = {}
+    for key, value in batch.inputs.items():
+        value = value.to(device)
+        if dtype is not None and key == "pixel_values":
+            value = value.to(dtype)
+        inputs[key] = value
+    return CompletionBatch(inputs, batch.completion_ids.to(device), batch.completion_mask.to(device), batch.prompt_length)
+
+
+def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = False):
+    """Log-probabilities [G, T] of the completion tokens (and the policy entropy per token).
+
+    Only the completion positions' logits are materialised (`logits_to_keep`): with a 262k
+    vocabulary the full [G, L, V] logits would not fit.
+    """
+    steps = batch.completion_ids.shape[1]
+    output = model(**batch.inputs, logits_to_keep=steps + 1, use_cache=False)
+    logits = output.logits[:, :-1, :].float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    chosen = log_probs.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
+    if not with_entropy:
+        return chosen, None
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return chosen, entropy
