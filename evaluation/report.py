@@ -1,0 +1,204 @@
+"""Several checkpoints on several datasets in one report: per-label F1 tables laid out like the
+paper's Tables 5 and 6, and a generalization summary (in- vs out-of-distribution macro-F1 per
+checkpoint, with the change from a baseline checkpoint and bootstrap intervals).
+
+`build_report` computes; `write_report` writes markdown, JSON, PNG charts and the predictions JSONL
+behind every number, each file atomically."""
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from tqdm import tqdm
+
+from evaluation.bootstrap import (
+    ConfidenceInterval,
+    F1Intervals,
+    PairedDifference,
+    bootstrap_f1,
+    paired_bootstrap,
+    paired_label_matrices,
+)
+from evaluation.files import write_atomically
+from evaluation.metrics import LabelSetScores, label_matrices, score_matrices
+from evaluation.records import CheckpointRecords, flatten_checkpoint_records, write_prediction_records
+from shared.errors import UserError
+from shared.labels import LABEL_SETS
+
+
+class ReportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    datasets: dict[str, str]  # dataset name -> label set it is scored on, e.g. {"nih": "nih9"}
+    in_distribution: str  # the dataset the generalization summary calls in-distribution
+    out_of_distribution: str | None = None
+    baseline_checkpoint: str | None = None  # changes are relative to it; None: the first checkpoint
+    n_resamples: Annotated[int, Field(ge=1)] = 1000
+    seed: int = 0
+    level: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
+    valid_only: bool = False
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_label_sets(cls, datasets: dict[str, str]) -> dict[str, str]:
+        if not datasets:
+            raise ValueError("name at least one dataset")
+        for dataset, name in datasets.items():
+            if name not in LABEL_SETS:
+                raise ValueError(
+                    f"dataset {dataset!r}: unknown label set {name!r}; choose one of {sorted(LABEL_SETS)}"
+                )
+        return datasets
+
+    @model_validator(mode="after")
+    def _roles_are_datasets(self) -> "ReportConfig":
+        for role in ("in_distribution", "out_of_distribution"):
+            dataset = getattr(self, role)
+            if dataset is not None and dataset not in self.datasets:
+                raise ValueError(f"{role}: {dataset!r} is not one of the datasets {sorted(self.datasets)}")
+        if self.in_distribution == self.out_of_distribution:
+            raise ValueError(f"in_distribution and out_of_distribution are both {self.in_distribution!r}")
+        return self
+
+
+class DatasetResult(BaseModel):
+    scores: LabelSetScores
+    intervals: F1Intervals
+    versus_baseline: PairedDifference | None  # macro-F1 change from the baseline checkpoint
+
+
+class GeneralizationRow(BaseModel):
+    checkpoint: str
+    in_distribution: ConfidenceInterval | None  # macro-F1
+    out_of_distribution: ConfidenceInterval | None
+    in_distribution_change: PairedDifference | None
+    out_of_distribution_change: PairedDifference | None
+
+
+class EvaluationReport(BaseModel):
+    config: ReportConfig
+    baseline_checkpoint: str
+    checkpoints: list[str]  # column order
+    results: dict[str, dict[str, DatasetResult]]  # checkpoint -> dataset -> result
+    generalization: list[GeneralizationRow]
+
+    def result(self, checkpoint: str, dataset: str) -> DatasetResult | None:
+        return self.results.get(checkpoint, {}).get(dataset)
+
+
+class ReportFiles(BaseModel):
+    markdown: Path
+    json_path: Path
+    predictions: Path
+    charts: list[Path]
+
+
+def build_report(records: CheckpointRecords, config: ReportConfig) -> EvaluationReport:
+    """Score every (checkpoint, dataset), bootstrap its F1s and compare it with the baseline."""
+    checkpoints = list(records)
+    if not checkpoints:
+        raise UserError("a report needs predictions from at least one checkpoint")
+    baseline = config.baseline_checkpoint or checkpoints[0]
+    if baseline not in records:
+        raise UserError(f"baseline checkpoint {baseline!r} has no predictions; checkpoints: {checkpoints}")
+    for checkpoint, datasets in records.items():
+        unknown = sorted(set(datasets) - set(config.datasets))
+        if unknown:
+            raise UserError(
+                f"checkpoint {checkpoint!r}: dataset(s) {unknown} have no label set; "
+                f"configured datasets: {sorted(config.datasets)}"
+            )
+    pairs = [(checkpoint, dataset) for checkpoint in checkpoints for dataset in records[checkpoint]]
+    for checkpoint, dataset in pairs:
+        counts = Counter(record.image_id for record in records[checkpoint][dataset])
+        repeated = sorted(image_id for image_id, count in counts.items() if count > 1)[:3]
+        if repeated:
+            raise UserError(
+                f"checkpoint {checkpoint!r} on {dataset!r}: image(s) {repeated} appear more than once"
+            )
+    results: dict[str, dict[str, DatasetResult]] = {checkpoint: {} for checkpoint in checkpoints}
+    for checkpoint, dataset in tqdm(pairs, desc="scoring", unit="set", leave=False):
+        results[checkpoint][dataset] = _dataset_result(records, checkpoint, dataset, baseline, config)
+    generalization = [
+        _generalization_row(results[checkpoint], checkpoint, config) for checkpoint in checkpoints
+    ]
+    return EvaluationReport(
+        config=config,
+        baseline_checkpoint=baseline,
+        checkpoints=checkpoints,
+        results=results,
+        generalization=generalization,
+    )
+
+
+def _dataset_result(
+    records: CheckpointRecords, checkpoint: str, dataset: str, baseline: str, config: ReportConfig
+) -> DatasetResult:
+    label_set_name = config.datasets[dataset]
+    matrices = label_matrices(records[checkpoint][dataset], label_set_name, config.valid_only)
+    scores = score_matrices(matrices)
+    if scores.n_scored == 0:
+        raise UserError(f"checkpoint {checkpoint!r} on {dataset!r}: no valid completion to score")
+    versus_baseline = None
+    baseline_records = records[baseline].get(dataset)
+    if checkpoint != baseline and baseline_records is not None:
+        base_matrices, candidate_matrices = paired_label_matrices(
+            baseline_records, records[checkpoint][dataset], label_set_name, config.valid_only
+        )
+        versus_baseline = paired_bootstrap(
+            base_matrices, candidate_matrices, "macro_f1", config.n_resamples, config.seed, config.level
+        )
+    return DatasetResult(
+        scores=scores,
+        intervals=bootstrap_f1(matrices, config.n_resamples, config.seed, config.level),
+        versus_baseline=versus_baseline,
+    )
+
+
+def _generalization_row(
+    results: dict[str, DatasetResult], checkpoint: str, config: ReportConfig
+) -> GeneralizationRow:
+    id_result = results.get(config.in_distribution)
+    ood_result = results.get(config.out_of_distribution) if config.out_of_distribution else None
+    return GeneralizationRow(
+        checkpoint=checkpoint,
+        in_distribution=id_result.intervals.macro_f1 if id_result else None,
+        out_of_distribution=ood_result.intervals.macro_f1 if ood_result else None,
+        in_distribution_change=id_result.versus_baseline if id_result else None,
+        out_of_distribution_change=ood_result.versus_baseline if ood_result else None,
+    )
+
+
+def read_report(path: str | Path) -> EvaluationReport:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"report not found: {path}")
+    return EvaluationReport.model_validate_json(path.read_text())
+
+
+def file_stem(name: str) -> str:
+    """A dataset or checkpoint name made safe for a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "unnamed"
+
+
+def write_report(report: EvaluationReport, records: CheckpointRecords, out_dir: str | Path) -> ReportFiles:
+    """Write report.md, report.json, predictions.jsonl and the PNG charts into `out_dir`."""
+    from evaluation.report_charts import plot_generalization, plot_per_label_f1
+    from evaluation.report_markdown import render_markdown
+
+    out_dir = Path(out_dir)
+    charts = []
+    datasets = list(report.config.datasets)
+    for dataset in datasets:
+        if any(report.result(checkpoint, dataset) for checkpoint in report.checkpoints):
+            chart = out_dir / f"per_label_f1_{file_stem(dataset)}.png"
+            charts.append(write_atomically(chart, plot_per_label_f1(report, dataset)))
+    charts.append(write_atomically(out_dir / "id_vs_ood_macro_f1.png", plot_generalization(report)))
+    predictions = write_prediction_records(flatten_checkpoint_records(records), out_dir / "predictions.jsonl")
+    json_path = write_atomically(out_dir / "report.json", report.model_dump_json(indent=2))
+    markdown = write_atomically(
+        out_dir / "report.md", render_markdown(report, [chart.name for chart in charts])
+    )
+    return ReportFiles(markdown=markdown, json_path=json_path, predictions=predictions, charts=charts)

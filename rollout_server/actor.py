@@ -1,0 +1,47 @@
+"""The rollout server as a Ray actor: the same HTTP server, placed by the driver, plus a Ray method
+through which the trainer hands over LoRA tensors (via the object store, no shared filesystem)."""
+
+from typing import Any
+
+from rollout_server.config import ServerConfig
+from rollout_server.runner import EmbeddedServer
+from shared.schemas import AdapterInfo, AdapterUpdate
+
+
+class RolloutServerActor:
+    """Use through `ray.remote(RolloutServerActor)`; see `deploy/` for placement options."""
+
+    def __init__(self, config: ServerConfig):
+        self.server = EmbeddedServer(config)
+
+    async def start(self, ready_timeout_s: float = 900.0) -> str:
+        url = await self.server.start()
+        await self.server.wait_ready(ready_timeout_s)
+        if self.server.config.host in ("0.0.0.0", "::"):  # reachable from other nodes: advertise our IP
+            url = url.replace("127.0.0.1", await self.node_ip())
+        return url
+
+    async def url(self) -> str:
+        return self.server.url
+
+    async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
+        return await self.server.service.load_adapter_update(update)
+
+    async def adapters(self) -> list[AdapterInfo]:
+        return self.server.service.adapters.listing()
+
+    async def node_ip(self) -> str:
+        import ray
+
+        return ray.util.get_node_ip_address()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    async def stats(self) -> dict[str, Any]:
+        service = self.server.service
+        return {
+            "swaps": len(service.adapters.swap_seconds),
+            "swap_seconds": list(service.adapters.swap_seconds),
+            "adapters": [info.model_dump() for info in service.adapters.listing()],
+        }
