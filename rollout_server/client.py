@@ -121,7 +121,9 @@ class RolloutClient(_Common):
         raise TimeoutError(f"rollout server at {self.base_url} not ready after {timeout_s:.0f} s")
 
     def rollouts(self, request: RolloutRequest) -> RolloutResponse:
-        response = self._request("POST", "/v1/rollouts", content=request.model_dump_json(exclude_none=True), headers=JSON)
+        response = self._request(
+            "POST", "/v1/rollouts", content=request.model_dump_json(exclude_none=True), headers=JSON
+        )
         return RolloutResponse.model_validate_json(response.content)
 
     def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
@@ -184,7 +186,7 @@ class AsyncRolloutClient(_Common):
 
     async def rollouts(self, request: RolloutRequest) -> RolloutResponse:
         response = await self._request(
-            "POST", "/v1/rollouts", content=request.model_dump_json(exclude_none=True)
+            "POST", "/v1/rollouts", content=request.model_dump_json(exclude_none=True), headers=JSON
         )
         return RolloutResponse.model_validate_json(response.content)
 

@@ -118,8 +118,10 @@ class RolloutService:
         preprocess_s: float,
     ) -> RolloutResult:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
+            output_kind=RequestOutputKind.FINAL_ONLY,  # streaming outputs of n > 1 arrive child by child
             n=settings.n,
             temperature=settings.temperature,
             top_p=settings.top_p,

