@@ -13,6 +13,7 @@ from shared.errors import UserError
 COMMAND_MODULES = (
     "tiny_models.commands",
     "dataprep.commands",
+    "dataprep.trace_commands",
     "rollout_server.commands",
     "rewards.commands",
     "trainer.commands",

@@ -117,16 +117,26 @@ class PromptRegistry:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"prompt format file not found: {path}")
-        text = path.read_text()
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not a UTF-8 text file") from None
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as error:
             raise UserError(f"{path}: cannot parse prompt formats ({error})") from None
-        if not isinstance(data, dict) or not all(isinstance(v, str) and v.strip() for v in data.values()):
+        if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of format name to instruction text")
         for name, instruction in data.items():
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise UserError(f"{path}: format {name!r}: the instruction must be non-empty text")
+            if str(name) in BUILTIN_FORMATS:
+                raise UserError(
+                    f"{path}: format {name!r} would replace a built-in format; choose another name"
+                )
+        for name, instruction in data.items():
             self._formats[str(name)] = PromptFormat(str(name), "user", instruction.strip())
-        return sorted(data)
+        return sorted(str(name) for name in data)
 
 
 def user_messages(prompt: PromptFormat) -> list[dict]:

@@ -1,0 +1,202 @@
+"""Teacher traces: SFT targets written by a larger model that is shown an X-ray with its
+ground-truth labels and asked for the reasoning that reaches them as if independently.
+
+Every trace passes the same strict parser the rewards use and must name exactly the ground-truth
+labels; the rest go to a rejects file with the reason. Finished records are appended to the output
+as they arrive, so a rerun after an interruption skips what is done and loses nothing; records
+rejected or failed last time are asked again.
+"""
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from dataprep.trace_client import TeacherClient, TeacherRequestFailed, TeacherSettings
+from dataprep.trace_output import (
+    JsonlAppender,
+    TraceRejection,
+    default_rejects_path,
+    recover_output,
+    relocate_image,
+)
+from dataprep.trace_prompts import image_data_uri, teacher_messages, teacher_prompt
+from dataprep.trace_validation import check_trace
+from shared.errors import UserError
+from shared.manifest import ManifestRecord, read_manifest
+from shared.prompts import PromptFormat, PromptRegistry
+
+
+class TraceRunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: Path
+    out: Path
+    rejects: Path | None = None  # default: beside `out`, "<name>.rejects.jsonl"
+    format: str = "free_reasoning"  # an SFT output format of shared.prompts, or a user format
+    formats_file: Path | None = None  # user prompt formats (YAML or JSON: name -> instruction)
+    concurrency: int = Field(8, ge=1)
+    max_image_side: int = Field(1024, ge=0)  # 0 sends the image at full size
+    teacher: TeacherSettings
+    progress: bool = True
+
+    def rejects_path(self) -> Path:
+        return self.rejects or default_rejects_path(self.out)
+
+
+@dataclass
+class TraceSummary:
+    written: int = 0  # records with a validated target written in this run
+    skipped: int = 0  # already in the output from an earlier run
+    rejected: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    missing: int = 0  # import only: manifest records no trace line gave a valid target
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_reported: bool = False
+    repaired_bytes: int = 0  # partial last line cut off the output
+
+    def describe(self, out: Path, rejects: Path) -> str:
+        lines = [
+            f"{self.written} written, {self.skipped} skipped (already done), "
+            f"{self.rejected.total()} rejected, {self.failed.total()} failed"
+            + (f", {self.missing} without a valid trace" if self.missing else "")
+        ]
+        for name, counts in (("rejected", self.rejected), ("failed", self.failed)):
+            if counts:
+                lines.append(f"  {name}: " + ", ".join(f"{why} {n}" for why, n in counts.most_common()))
+        if self.usage_reported:
+            lines.append(f"  tokens: {self.prompt_tokens} prompt, {self.completion_tokens} completion")
+        if self.repaired_bytes:
+            lines.append(f"  repaired: cut a partial last line ({self.repaired_bytes} bytes) off {out}")
+        lines.append(f"  output: {out}")
+        if self.rejected or self.failed:
+            lines.append(f"  rejects: {rejects}")
+        return "\n".join(lines)
+
+
+def load_prompt_format(name: str, formats_file: Path | None) -> PromptFormat:
+    prompts = PromptRegistry()
+    if formats_file is not None:
+        prompts.add_from_file(formats_file)
+    return prompts.get(name)
+
+
+def read_unique_manifest(path: Path) -> list[ManifestRecord]:
+    records = read_manifest(path)
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen:
+            raise UserError(f"{path}: record id {record.id!r} appears more than once; ids must be unique")
+        seen.add(record.id)
+    return records
+
+
+def check_distinct_paths(manifest: Path, out: Path, rejects: Path) -> None:
+    resolved = {"--manifest": manifest.resolve(), "--out": out.resolve(), "--rejects": rejects.resolve()}
+    if len(set(resolved.values())) < len(resolved):
+        raise UserError(
+            "--manifest, --out and the rejects file must be three different files "
+            + ", ".join(f"{name} {path}" for name, path in resolved.items())
+        )
+
+
+def generate_traces(
+    config: TraceRunConfig, transport: httpx.AsyncBaseTransport | None = None
+) -> TraceSummary:
+    """Ask the teacher for every manifest record not yet in `config.out`; return the counts."""
+    rejects = config.rejects_path()
+    check_distinct_paths(config.manifest, config.out, rejects)
+    records = read_unique_manifest(config.manifest)
+    output_format = load_prompt_format(config.format, config.formats_file)
+    recovered = recover_output(config.out)
+    known = {record.id for record in records}
+    strays = [record.id for record in recovered.records if record.id not in known]
+    if strays:
+        raise UserError(
+            f"{config.out} holds {len(strays)} record(s) that are not in {config.manifest} "
+            f"(first: {strays[0]!r}); is it the output of another manifest?"
+        )
+    done = {record.id for record in recovered.records}
+    todo = [record for record in records if record.id not in done]
+    summary = TraceSummary(skipped=len(records) - len(todo), repaired_bytes=recovered.dropped_bytes)
+    asyncio.run(_generate(todo, config, output_format, summary, transport))
+    return summary
+
+
+async def _generate(
+    todo: list[ManifestRecord],
+    config: TraceRunConfig,
+    output_format: PromptFormat,
+    summary: TraceSummary,
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    semaphore = asyncio.Semaphore(config.concurrency)
+    with (
+        JsonlAppender(config.out) as targets,
+        JsonlAppender(config.rejects_path()) as rejects,
+        tqdm(total=len(todo), desc="teacher traces", unit="trace", disable=not config.progress) as bar,
+    ):
+        async with TeacherClient(config.teacher, transport=transport) as teacher:
+
+            async def trace_one(record: ManifestRecord) -> None:
+                async with semaphore:
+                    outcome = await _ask_teacher(record, teacher, config, output_format, summary)
+                if isinstance(outcome, TraceRejection):
+                    counts = summary.rejected if outcome.outcome == "rejected" else summary.failed
+                    counts[outcome.reason] += 1
+                    rejects.append(outcome)
+                else:
+                    targets.append(outcome)
+                    summary.written += 1
+                bar.update(1)
+                bar.set_postfix(
+                    written=summary.written, rejected=summary.rejected.total(), failed=summary.failed.total()
+                )
+
+            async with asyncio.TaskGroup() as tasks:
+                for record in todo:
+                    tasks.create_task(trace_one(record))
+
+
+async def _ask_teacher(
+    record: ManifestRecord,
+    teacher: TeacherClient,
+    config: TraceRunConfig,
+    output_format: PromptFormat,
+    summary: TraceSummary,
+) -> ManifestRecord | TraceRejection:
+    if not record.labels:
+        return TraceRejection(id=record.id, outcome="failed", reason="no ground-truth labels")
+    try:
+        image_uri = await asyncio.to_thread(
+            image_data_uri, record.image_path(config.manifest.parent), config.max_image_side or None
+        )
+    except UserError as error:
+        return TraceRejection(id=record.id, outcome="failed", reason="unreadable image", detail=str(error))
+    messages = teacher_messages(image_uri, teacher_prompt(record.labels, output_format))
+    try:
+        reply = await teacher.complete(messages)
+    except TeacherRequestFailed as failure:
+        return TraceRejection(id=record.id, outcome="failed", reason=failure.reason, detail=failure.detail)
+    if reply.prompt_tokens is not None or reply.completion_tokens is not None:
+        summary.usage_reported = True
+        summary.prompt_tokens += reply.prompt_tokens or 0
+        summary.completion_tokens += reply.completion_tokens or 0
+    verdict = check_trace(reply.text, record.labels)
+    if not verdict.accepted:
+        detail = verdict.detail
+        if reply.finish_reason == "length":
+            detail += " (the teacher stopped at max_tokens)"
+        return TraceRejection(
+            id=record.id, outcome="rejected", reason=verdict.reason, detail=detail, text=reply.text
+        )
+    moved = relocate_image(record, config.manifest.parent, config.out.parent)
+    provenance = {"teacher_model": config.teacher.model, "trace_format": output_format.name}
+    return moved.model_copy(
+        update={"target": reply.text.strip(), "metadata": {**record.metadata, **provenance}}
+    )
