@@ -27,6 +27,17 @@ class RolloutServerActor:
     async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
         return await self.server.service.load_adapter_update(update)
 
+    async def forget_adapter(self, name: str) -> list[int]:
+        """Unload every version of `name` (a resumed run re-publishes from its checkpoint)."""
+        from rollout_server.errors import RequestError
+
+        try:
+            return await self.server.service.adapters.unload(name, None)
+        except RequestError as error:
+            if error.status == 404:
+                return []
+            raise
+
     async def adapters(self) -> list[AdapterInfo]:
         return self.server.service.adapters.listing()
 

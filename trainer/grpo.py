@@ -1,0 +1,344 @@
+"""The GRPO loop: rollouts from the server (version k), rewards from the reward worker, the clipped
+token-level objective with a KL term to the SFT reference, then LoRA-only sync (version k+1).
+
+The reference policy needs no second model copy: the SFT adapter is loaded twice into one
+PeftModel, once as the trainable "policy" and once frozen as "reference"; reference passes switch
+adapters (or disable the adapter when GRPO starts from the base model).
+"""
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from rewards.client import RewardClient
+from rollout_server.client import RolloutServerError
+from shared.chat import render_prompt
+from shared.images import decode_xray
+from shared.manifest import read_manifest
+from shared.prompts import PromptRegistry, user_messages
+from shared.schemas import AdapterSelector, RewardItem, RolloutResult
+from trainer.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from trainer.grpo_config import GrpoConfig
+from trainer.grpo_data import RlSampler
+from trainer.grpo_loss import group_advantages, grpo_token_loss, token_weights
+from trainer.grpo_stats import StepStats
+from trainer.logprobs import completion_batch, move, prompt_inputs, token_logprobs
+from trainer.lora import adapter_update
+from trainer.model import load_policy, resolve_device, resolve_dtype
+from trainer.rollouts import RolloutDispatcher, rollout_item
+from trainer.sync import AdapterPublisher
+
+log = logging.getLogger("cxr_rl.grpo")
+POLICY, REFERENCE = "policy", "reference"
+ROLLOUT_ATTEMPTS = 3
+
+
+class InputMismatchError(RuntimeError):
+    """The trainer's processor and the rollout server tokenised one X-ray and prompt differently."""
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+class GrpoTrainer:
+    def __init__(
+        self,
+        config: GrpoConfig,
+        run_dir: Path,
+        rollouts: RolloutDispatcher,
+        publisher: AdapterPublisher,
+        rewards: RewardClient,
+        recover_replicas: Callable[[int], None] | None = None,
+    ):
+        self.config, self.run_dir = config, Path(run_dir)
+        self.rollouts, self.publisher, self.rewards = rollouts, publisher, rewards
+        self.recover_replicas = recover_replicas
+        self.step_count = 0  # optimizer steps done; version `step_count` is live on the servers
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------------
+    # Set-up and resume
+    # ------------------------------------------------------------------------------------------
+    def setup(self, resume: bool = False) -> None:
+        config = self.config
+        torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.model, self.processor = load_policy(
+            config.model, config.lora, device=self.device, dtype=self.dtype,
+            gradient_checkpointing=config.gradient_checkpointing, adapter_path=config.sft_adapter,
+            adapter_name=POLICY, trainable=True, min_pixels=config.min_pixels, max_pixels=config.max_pixels,
+        )  # fmt: skip
+        self.has_reference_adapter = config.sft_adapter is not None
+        if self.has_reference_adapter:
+            self.model.load_adapter(config.sft_adapter, adapter_name=REFERENCE, is_trainable=False)
+            self.model.set_adapter(POLICY)
+        disable_dropout(self.model)
+        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        assert trainable and all(f".{POLICY}." in name for name, _ in trainable), (
+            "only the policy LoRA trains"
+        )
+        self.optimizer = torch.optim.AdamW(
+            [p for _, p in trainable], lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        manifest = Path(config.rl_manifest)
+        self.manifest_dir = manifest.parent
+        self.sampler = RlSampler(read_manifest(manifest), config.batch_size, config.seed)
+        self.prompt_text = render_prompt(
+            self.processor, user_messages(PromptRegistry().get(config.prompt_format))
+        )
+        self.pad_id = self.processor.tokenizer.pad_token_id or 0
+
+        checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        if checkpoint is not None:
+            state = load_checkpoint(
+                checkpoint,
+                model=self.model,
+                adapter_name=POLICY,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+            )
+            self.step_count = state["step"]
+            self.sampler.load_state_dict(state["sampler"])
+            self.rewards.load_state_dict(state["reward_state"])
+            self.history = state.get("history", [])
+            log.info("resumed from %s (step %d)", checkpoint.name, self.step_count)
+        # A resumed run re-publishes its checkpoint's version; drop whatever a crashed run left.
+        self.publisher.forget(config.adapter_name)
+        self.publish()
+        self.check_same_inputs()
+
+    def _lr_factor(self, step: int) -> float:
+        optim = self.config.optim
+        if step < optim.warmup_steps:
+            return (step + 1) / (optim.warmup_steps + 1)
+        if optim.schedule == "constant":
+            return 1.0
+        progress = (step - optim.warmup_steps) / max(1, self.config.max_steps - optim.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def publish(self) -> float:
+        update = adapter_update(self.model, POLICY, self.config.adapter_name, self.step_count)
+        result = self.publisher.publish(update)
+        if result.version != self.step_count:
+            raise RuntimeError(f"published version {self.step_count} but replicas report {result.version}")
+        self.last_publish_bytes = result.bytes
+        return result.seconds
+
+    def check_same_inputs(self) -> None:
+        """One short rollout at start-up: the server's prompt token ids must equal ours."""
+        record = self.sampler.records[0]
+        item = rollout_item(record, self.manifest_dir, self.config.prompt_format)
+        result = self._sample([item], n=1, max_tokens=1, seed=self.config.seed)[0]
+        self._prompt_inputs(record.image_path(self.manifest_dir).read_bytes(), result)
+
+    # ------------------------------------------------------------------------------------------
+    # One step
+    # ------------------------------------------------------------------------------------------
+    def _sample(self, items, *, n: int, max_tokens: int, seed: int) -> list[RolloutResult]:
+        sampling = self.config.sampling
+        selector = AdapterSelector(name=self.config.adapter_name, version=self.step_count)
+        for attempt in range(ROLLOUT_ATTEMPTS):
+            try:
+                results = self.rollouts.sample(
+                    items, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+                    max_tokens=max_tokens, seed=seed, adapter=selector,
+                )  # fmt: skip
+                break
+            except (httpx.TransportError, RolloutServerError) as error:
+                recoverable = not isinstance(error, RolloutServerError) or error.status in (
+                    404,
+                    500,
+                    502,
+                    503,
+                    504,
+                )
+                if not recoverable or self.recover_replicas is None or attempt + 1 == ROLLOUT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "rollout failed (%s); reloading version %d into the replicas and retrying",
+                    error,
+                    self.step_count,
+                )
+                self.recover_replicas(self.step_count)
+        for result in results:
+            for completion in result.completions:
+                if (
+                    completion.adapter_version != self.step_count
+                    or completion.adapter_name != self.config.adapter_name
+                ):
+                    raise RuntimeError(
+                        f"a completion of step {self.step_count + 1} came from {completion.adapter_name} "
+                        f"v{completion.adapter_version}, not v{self.step_count}"
+                    )
+        return results
+
+    def _prompt_inputs(self, image_bytes: bytes, result: RolloutResult) -> dict[str, torch.Tensor]:
+        inputs = prompt_inputs(self.processor, self.prompt_text, decode_xray(image_bytes))
+        ours = inputs["input_ids"][0].tolist()
+        if ours != result.prompt_token_ids:
+            first = next(
+                (i for i, (a, b) in enumerate(zip(ours, result.prompt_token_ids)) if a != b),
+                min(len(ours), len(result.prompt_token_ids)),
+            )
+            raise InputMismatchError(
+                f"trainer and rollout server tokenise X-ray {result.item_id!r} differently: {len(ours)} vs "
+                f"{len(result.prompt_token_ids)} prompt tokens, first difference at position {first}; check "
+                "that both load the same processor files"
+            )
+        return inputs
+
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[None]:
+        if self.has_reference_adapter:
+            self.model.set_adapter(REFERENCE)
+            try:
+                yield
+            finally:
+                self.model.set_adapter(POLICY)  # also makes the policy LoRA trainable again
+        else:
+            with self.model.disable_adapter():
+                yield
+
+    def step(self) -> dict[str, Any]:
+        config, sampling = self.config, self.config.sampling
+        stats = StepStats(step=self.step_count + 1, policy_version=self.step_count)
+        started = time.perf_counter()
+        records = self.sampler.next_batch()
+        images = [record.image_path(self.manifest_dir).read_bytes() for record in records]
+        items = [rollout_item(record, self.manifest_dir, config.prompt_format) for record in records]
+        results = self._sample(
+            items,
+            n=sampling.group_size,
+            max_tokens=sampling.max_tokens,
+            seed=config.seed * 1_000_003 + self.step_count * 1_009,
+        )
+        stats.time("rollout_s", started)
+
+        started = time.perf_counter()
+        reward_items = [
+            RewardItem(
+                text=c.text, n_tokens=len(c.token_ids), labels=record.labels, metadata={"image_id": record.id}
+            )
+            for record, result in zip(records, results, strict=True)
+            for c in result.completions
+        ]
+        reward = self.rewards.score(f"step-{self.step_count + 1}", reward_items)
+        stats.time("reward_s", started)
+        stats.add_rewards(
+            reward, [len(c.token_ids) for result in results for c in result.completions], sampling.group_size
+        )
+
+        started = time.perf_counter()
+        self._train(images, results, torch.tensor(reward.totals, dtype=torch.float32), stats)
+        stats.time("train_s", started)
+
+        self.step_count += 1
+        stats.values["sync_s"] = self.publish()
+        stats.values["published_version"] = self.step_count
+        stats.values["sync_bytes"] = self.last_publish_bytes
+        started = time.perf_counter()
+        if self.step_count % config.checkpoint_every == 0 or self.step_count == config.max_steps:
+            self.save()
+        stats.time("checkpoint_s", started)
+        metrics = stats.finish(lr=self.scheduler.get_last_lr()[0], agreement_warn=config.agreement_warn)
+        if metrics.get("logprob_diff_max", 0.0) > config.agreement_warn:
+            log.warning(
+                "step %d: server and trainer logprobs differ by up to %.3g (mean %.3g): importance ratios are off",
+                metrics["step"], metrics["logprob_diff_max"], metrics["logprob_diff_mean"],
+            )  # fmt: skip
+        self.history.append({k: v for k, v in metrics.items() if not k.startswith("label_f1/")})
+        return metrics
+
+    def _train(
+        self, images: list[bytes], results: list[RolloutResult], rewards: torch.Tensor, stats: StepStats
+    ) -> None:
+        config = self.config
+        advantages = group_advantages(rewards, config.sampling.group_size, config.loss.scale_rewards)
+        total_completions = len(rewards)
+        total_tokens = sum(len(c.token_ids) for result in results for c in result.completions)
+        groups = []
+        for image, result in zip(images, results, strict=True):
+            inputs = self._prompt_inputs(image, result)
+            batch = move(
+                completion_batch(inputs, [c.token_ids for c in result.completions], self.pad_id),
+                self.device,
+                self.dtype,
+            )
+            groups.append((batch, result))
+        self.model.train()
+        old_logprobs: list[torch.Tensor | None] = [None] * len(groups)
+        ref_logprobs: list[torch.Tensor | None] = [None] * len(groups)
+        if config.loss.beta > 0:
+            with torch.no_grad(), self._reference():
+                for index, (batch, _) in enumerate(groups):
+                    ref_logprobs[index] = token_logprobs(self.model, batch)[0]
+        if config.updates_per_batch > 1:  # mu > 1: the behaviour policy's logprobs, before any update
+            with torch.no_grad():
+                for index, (batch, _) in enumerate(groups):
+                    old_logprobs[index] = token_logprobs(self.model, batch)[0]
+        for update in range(config.updates_per_batch):
+            self.optimizer.zero_grad(set_to_none=True)
+            for index, (batch, result) in enumerate(groups):
+                logprobs, entropy = token_logprobs(self.model, batch, with_entropy=update == 0)
+                if old_logprobs[index] is None:
+                    old_logprobs[index] = logprobs.detach()
+                mask = batch.completion_mask
+                group_slice = slice(
+                    index * config.sampling.group_size, (index + 1) * config.sampling.group_size
+                )
+                weights = token_weights(
+                    mask, config.loss, total_completions, config.sampling.max_tokens, total_tokens
+                )
+                loss, loss_stats = grpo_token_loss(
+                    logprobs, old_logprobs[index], ref_logprobs[index], advantages[group_slice].to(self.device),
+                    mask, weights, config.loss,
+                )  # fmt: skip
+                loss.backward()
+                if update == 0:
+                    stats.add_group(loss.item(), loss_stats, entropy, mask, old_logprobs[index], result)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], config.optim.grad_clip
+            )
+            self.optimizer.step()
+            self.scheduler.step()
+            stats.values["grad_norm"] = float(grad_norm)
+        self.model.eval()
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoints and the loop
+    # ------------------------------------------------------------------------------------------
+    def save(self) -> Path:
+        state = {
+            "step": self.step_count,
+            "sampler": self.sampler.state_dict(),
+            "reward_state": self.rewards.state_dict(),
+            "history": self.history,
+            "config": self.config.model_dump(mode="json"),
+        }
+        folder = save_checkpoint(
+            self.run_dir, self.step_count, model=self.model, adapter_name=POLICY,
+            optimizer=self.optimizer, scheduler=self.scheduler, state=state,
+        )  # fmt: skip
+        prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        return folder
+
+    def train(
+        self, on_step: Callable[[dict[str, Any]], None] | None = None, stop_after: int | None = None
+    ) -> None:
+        last = self.config.max_steps if stop_after is None else min(self.config.max_steps, stop_after)
+        while self.step_count < last:
+            metrics = self.step()
+            if on_step is not None:
+                on_step(metrics)

@@ -1,0 +1,82 @@
+"""What one GRPO step logs: rewards and their components, per-label F1, KL, entropy, clip
+fractions, lengths, zero-variance groups, train/inference logprob agreement and the time split."""
+
+import time
+from typing import Any
+
+import torch
+
+from shared.schemas import RewardResult, RolloutResult
+from trainer.grpo_loss import LossStats
+
+
+class StepStats:
+    def __init__(self, step: int, policy_version: int):
+        self.values: dict[str, Any] = {"step": step, "policy_version": policy_version}
+        self._started = time.perf_counter()
+        self._tokens = self._kl = self._low = self._high = self._entropy = self._loss = 0.0
+        self._ratio_max = 1.0
+        self._diffs: list[torch.Tensor] = []
+
+    def time(self, key: str, started: float) -> None:
+        self.values[key] = time.perf_counter() - started
+
+    def add_rewards(self, reward: RewardResult, lengths: list[int], group_size: int) -> None:
+        totals = torch.tensor(reward.totals, dtype=torch.float64)
+        groups = totals.view(-1, group_size)
+        self.values.update(
+            reward_mean=totals.mean().item(),
+            reward_std=totals.std(unbiased=False).item(),
+            reward_name=reward.reward_name,
+            reward_version=reward.reward_version,
+            zero_variance_groups=(groups.std(dim=1, unbiased=False) < 1e-9).double().mean().item(),
+            completion_len_mean=sum(lengths) / len(lengths),
+            completion_len_min=min(lengths),
+            completion_len_max=max(lengths),
+        )
+        for component in sorted({key for parts in reward.components for key in parts}):
+            values = [parts.get(component, 0.0) for parts in reward.components]
+            self.values[f"reward/{component}"] = sum(values) / len(values)
+        for label, counts in reward.label_counts.items():
+            denominator = 2 * counts.tp + counts.fp + counts.fn
+            self.values[f"label_f1/{label}"] = 2 * counts.tp / denominator if denominator else 0.0
+
+    def add_group(
+        self,
+        loss: float,
+        loss_stats: LossStats,
+        entropy: torch.Tensor | None,
+        mask: torch.Tensor,
+        trainer_logprobs: torch.Tensor,
+        result: RolloutResult,
+    ) -> None:
+        self._loss += loss
+        self._tokens += loss_stats.tokens
+        self._kl += loss_stats.kl
+        self._low += loss_stats.clipped_low
+        self._high += loss_stats.clipped_high
+        self._ratio_max = max(self._ratio_max, loss_stats.ratio_max)
+        if entropy is not None:
+            self._entropy += (entropy.detach() * mask).sum().item()
+        for row, completion in enumerate(result.completions):
+            served = torch.tensor(completion.logprobs, dtype=torch.float64)
+            ours = trainer_logprobs[row, : len(served)].detach().double().cpu()
+            self._diffs.append((ours - served).abs())
+
+    def finish(self, lr: float, agreement_warn: float) -> dict[str, Any]:
+        tokens = max(1.0, self._tokens)
+        diffs = torch.cat(self._diffs) if self._diffs else torch.zeros(1, dtype=torch.float64)
+        self.values.update(
+            loss=self._loss,
+            kl=self._kl / tokens,
+            entropy=self._entropy / tokens,
+            clip_low_frac=self._low / tokens,
+            clip_high_frac=self._high / tokens,
+            ratio_max=self._ratio_max,
+            lr=lr,
+            logprob_diff_mean=diffs.mean().item(),
+            logprob_diff_max=diffs.max().item(),
+            logprob_mismatch_warning=bool(diffs.max().item() > agreement_warn),
+            step_s=time.perf_counter() - self._started,
+        )
+        return self.values

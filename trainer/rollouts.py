@@ -1,0 +1,58 @@
+"""Asking the rollout replicas for G completions per X-ray: the batch is split across replicas and
+the requests run concurrently; results come back in the batch's order."""
+
+import base64
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rollout_server.client import RolloutClient
+from shared.manifest import ManifestRecord
+from shared.schemas import AdapterSelector, ImageRef, RolloutItem, RolloutRequest, RolloutResult
+
+
+def rollout_item(record: ManifestRecord, manifest_dir: Path, prompt_format: str) -> RolloutItem:
+    data = record.image_path(manifest_dir).read_bytes()
+    return RolloutItem(
+        item_id=record.id, image=ImageRef(b64=base64.b64encode(data).decode()), prompt_format=prompt_format
+    )
+
+
+class RolloutDispatcher:
+    def __init__(self, urls: list[str], token: str | None = None, timeout_s: float = 900.0):
+        if not urls:
+            raise ValueError("no rollout server URL")
+        self.clients = [RolloutClient(url, token=token, timeout_s=timeout_s) for url in urls]
+        self._pool = ThreadPoolExecutor(max_workers=len(urls))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+        for client in self.clients:
+            client.close()
+
+    def sample(
+        self,
+        items: list[RolloutItem],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        adapter: AdapterSelector,
+    ) -> list[RolloutResult]:
+        share = -(-len(items) // len(self.clients))
+        chunks = [(start, items[start : start + share]) for start in range(0, len(items), share)]
+
+        def ask(client: RolloutClient, start: int, chunk: list[RolloutItem]) -> list[RolloutResult]:
+            request = RolloutRequest(
+                items=chunk, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                seed=seed + start,  # the server adds each item's index: seeds follow the batch order
+                adapter=adapter,
+            )  # fmt: skip
+            return client.rollouts(request).results
+
+        futures = [
+            self._pool.submit(ask, client, start, chunk)
+            for client, (start, chunk) in zip(self.clients, chunks)
+        ]
+        return [result for future in futures for result in future.result()]
