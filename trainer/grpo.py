@@ -189,7 +189,7 @@ class GrpoTrainer:
         ours = inputs["input_ids"][0].tolist()
         if ours != result.prompt_token_ids:
             first = next(
-                (i for i, (a, b) in enumerate(zip(ours, result.prompt_token_ids)) if a != b),
+                (i for i, (a, b) in enumerate(zip(ours, result.prompt_token_ids, strict=False)) if a != b),
                 min(len(ours), len(result.prompt_token_ids)),
             )
             raise InputMismatchError(

@@ -53,6 +53,6 @@ class RolloutDispatcher:
 
         futures = [
             self._pool.submit(ask, client, start, chunk)
-            for client, (start, chunk) in zip(self.clients, chunks)
+            for client, (start, chunk) in zip(self.clients, chunks, strict=False)
         ]
         return [result for future in futures for result in future.result()]
