@@ -53,6 +53,7 @@ def rg1_dicom_path() -> Path:
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="cxr-rl-tests", log_to_driver=False)
+    # address="local": a private cluster, never a `ray start` cluster that happens to run here
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="cxr-rl-tests", log_to_driver=False)
     yield ray
     ray.shutdown()
