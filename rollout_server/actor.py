@@ -1,6 +1,7 @@
 """The rollout server as a Ray actor: the same HTTP server, placed by the driver, plus a Ray method
 through which the trainer hands over LoRA tensors (via the object store, no shared filesystem)."""
 
+import asyncio
 from typing import Any
 
 from rollout_server.config import ServerConfig
@@ -13,16 +14,28 @@ class RolloutServerActor:
 
     def __init__(self, config: ServerConfig):
         self.server = EmbeddedServer(config)
+        self._starting: asyncio.Future | None = None
+        self._url: str | None = None
 
     async def start(self, ready_timeout_s: float = 900.0) -> str:
+        """Start the engine and HTTP server; concurrent and later calls wait for the same start.
+
+        Ray re-runs only the constructor of a restarted actor, so whoever finds a replica down
+        calls `start` again and reloads the adapter it should serve."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start(ready_timeout_s))
+        return await asyncio.shield(self._starting)
+
+    async def _start(self, ready_timeout_s: float) -> str:
         url = await self.server.start()
         await self.server.wait_ready(ready_timeout_s)
         if self.server.config.host in ("0.0.0.0", "::"):  # reachable from other nodes: advertise our IP
             url = url.replace("127.0.0.1", await self.node_ip())
+        self._url = url
         return url
 
-    async def url(self) -> str:
-        return self.server.url
+    async def url(self) -> str | None:
+        return self._url
 
     async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
         return await self.server.service.load_adapter_update(update)

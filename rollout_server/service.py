@@ -17,6 +17,7 @@ from rollout_server.engine import RolloutEngine
 from rollout_server.errors import RequestError, invalid
 from rollout_server.inputs import PreparedPrompt, prepare_item
 from rollout_server.metrics import ServerMetrics
+from shared.chat import multimodal_placeholder_ids
 from shared.prompts import PromptRegistry
 from shared.schemas import (
     AdapterInfo,
@@ -51,6 +52,7 @@ class RolloutService:
             self.prompts.add_from_file(config.prompt_formats_file)
         self.metrics = ServerMetrics()
         self.processor: Any = None
+        self.placeholder_bias: dict[int, float] = {}
         self.ready = False
         self.startup_error: str | None = None
 
@@ -59,6 +61,9 @@ class RolloutService:
             from transformers import AutoProcessor
 
             self.processor = await asyncio.to_thread(AutoProcessor.from_pretrained, self.config.engine.model)
+            self.placeholder_bias = {
+                token: -100.0 for token in multimodal_placeholder_ids(self.config.engine.model)
+            }
             await self.engine.start()
             self.ready = True
         except Exception as error:
@@ -128,6 +133,9 @@ class RolloutService:
             max_tokens=settings.max_tokens,
             logprobs=0,
             seed=None if settings.seed is None else settings.seed + index,  # items of a batch differ
+            # A sampled image placeholder would be read as an image slot when the trainer re-runs the
+            # sequence (a token/feature count mismatch); never sample one. Returned logprobs are raw.
+            logit_bias=self.placeholder_bias or None,
         )
         started = time.perf_counter()
         try:

@@ -4,6 +4,8 @@ The rollout server and the trainer both call `render_prompt` with the model's ow
 that one X-ray and prompt become the same token ids on both sides (the trainer checks this).
 """
 
+import json
+from pathlib import Path
 from typing import Any
 
 from shared.errors import UserError
@@ -41,3 +43,15 @@ def normalise_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def render_prompt(processor: Any, messages: list[dict[str, Any]]) -> str:
     """The prompt text (image placeholder included) up to where the assistant starts writing."""
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+PLACEHOLDER_KEYS = (
+    "image_token_index", "image_token_id", "boi_token_index", "eoi_token_index",
+    "video_token_id", "vision_start_token_id", "vision_end_token_id",
+)  # fmt: skip
+
+
+def multimodal_placeholder_ids(model_dir: str) -> list[int]:
+    """Token ids that stand for image (or video) slots in the model's config."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return sorted({int(config[key]) for key in PLACEHOLDER_KEYS if isinstance(config.get(key), int)})

@@ -19,7 +19,7 @@ import torch
 
 from rewards.client import RewardClient
 from rollout_server.client import RolloutServerError
-from shared.chat import render_prompt
+from shared.chat import multimodal_placeholder_ids, render_prompt
 from shared.images import decode_xray
 from shared.manifest import read_manifest
 from shared.prompts import PromptRegistry, user_messages
@@ -99,6 +99,7 @@ class GrpoTrainer:
             self.processor, user_messages(PromptRegistry().get(config.prompt_format))
         )
         self.pad_id = self.processor.tokenizer.pad_token_id or 0
+        self.placeholder_ids = set(multimodal_placeholder_ids(config.model))
 
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if checkpoint is not None:

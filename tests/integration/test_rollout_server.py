@@ -244,3 +244,17 @@ def test_adapter_versions_listed_and_deleted(client, tiny_medgemma):
     metrics = httpx.get(client.base_url + "/metrics").text
     assert 'cxr_rl_adapter_version{adapter="listing"} 1.0' in metrics
     assert "cxr_rl_adapter_swap_seconds_count" in metrics
+
+
+def test_image_placeholder_tokens_are_never_sampled(client, tiny_medgemma):
+    """Hot sampling from the random tiny model reaches every token; placeholders stay out (~1% chance
+    that none would be drawn unbiased over these 1,024 tokens)."""
+    from shared.chat import multimodal_placeholder_ids
+
+    placeholders = set(multimodal_placeholder_ids(str(tiny_medgemma)))
+    assert len(placeholders) == 3
+    items = [RolloutItem(image=ImageRef(b64=b64(png_bytes(noise_xray(seed))))) for seed in (6, 7)]
+    response = client.rollouts(RolloutRequest(items=items, n=8, max_tokens=64, temperature=3.0, top_p=1.0, seed=5))
+    sampled = [token for result in response.results for c in result.completions for token in c.token_ids]
+    assert len(sampled) > 800
+    assert not placeholders.intersection(sampled)

@@ -1,0 +1,218 @@
+"""The driver: connect to a running Ray cluster, place the rollout replicas, the reward worker and
+the trainer as actors, run SFT then GRPO with evaluation every K steps, write everything of the run
+into its folder, and shut every actor down on exit or Ctrl-C.
+
+    ray start --head
+    python -m deploy.driver --config deploy/configs/default.yaml
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from deploy.config import RunConfig
+from deploy.embedded import RunInputs, prepare_inputs
+from deploy.observability import RunMetrics, evaluation_curve, read_metrics, training_plots
+from deploy.placement import Placement
+from deploy.run_summary import write_run_summary
+from deploy.validation import TrainingValidation
+from shared.config import load_config
+from shared.schemas import AdapterSelector
+
+log = logging.getLogger("cxr_rl.driver")
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+
+
+def setup_logging(run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = [logging.FileHandler(run_dir / "driver.log"), logging.StreamHandler(sys.stderr)]
+    root = logging.getLogger("cxr_rl")
+    root.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    handlers[1].setLevel(logging.WARNING)  # the console shows progress bars; details go to the log
+
+
+def run_sft(placement: Placement, config: RunConfig, inputs: RunInputs, run_dir: Path, resume: bool) -> Path:
+    import ray
+    from tqdm import tqdm
+
+    out = run_dir / "sft"
+    adapter = out / "adapter"
+    if resume and (out / "sft_summary.json").is_file() and (adapter / "adapter_config.json").is_file():
+        log.info("SFT already done in %s; reusing its adapter", out)
+        return adapter
+    sft_config = config.sft_config(str(inputs.model), inputs.sft_manifest, out)
+    sft_config = sft_config.model_copy(update={"progress": False})
+    started = time.perf_counter()
+    pending = placement.trainer.run_sft.remote(sft_config, resume)
+    metrics_file, seen = out / "metrics.jsonl", 0
+    with tqdm(desc="SFT", unit="step") as bar:
+        while True:
+            done, _ = ray.wait([pending], timeout=1.0)
+            lines = metrics_file.read_text().splitlines() if metrics_file.is_file() else []
+            steps = [json.loads(line) for line in lines[seen:] if line.strip().startswith("{")]
+            seen = len(lines)
+            for entry in steps:
+                if entry.get("kind") == "step":
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.3f}")
+            if done:
+                summary = ray.get(pending)
+                break
+    log.info(
+        "SFT finished in %.0f s: %s",
+        time.perf_counter() - started,
+        {k: summary[k] for k in ("best_epoch", "best_val_loss", "stop_reason")},
+    )
+    return Path(summary["adapter"])
+
+
+def run_grpo(
+    placement: Placement,
+    config: RunConfig,
+    inputs: RunInputs,
+    run_dir: Path,
+    sft_adapter: Path | None,
+    resume: bool,
+) -> dict[str, Any]:
+    import ray
+    from tqdm import tqdm
+
+    grpo_config = config.grpo_config(str(inputs.model), inputs.rl_manifest, sft_adapter)
+    urls = placement.replica_urls()
+    log.info("rollout replicas ready at %s", ", ".join(urls))
+    state = ray.get(
+        placement.trainer.setup_grpo.remote(
+            grpo_config, str(run_dir / "grpo"), placement.replicas, placement.router, resume
+        )
+    )
+    step = state["step"]
+    metrics = RunMetrics(run_dir, resume_from_step=step if resume else None)
+    validation = TrainingValidation(
+        run_dir,
+        config.evaluation,
+        inputs.val_manifest,
+        inputs.ood_manifest,
+        config.data.ood_label_set,
+        grpo_config.prompt_format,
+    )
+    checkpoint_dir = run_dir / "grpo" / "checkpoints"
+
+    def evaluate(at_step: int) -> None:
+        if not validation.enabled:
+            return
+        adapter_folder = checkpoint_dir / f"step-{at_step:06d}" / "adapter" if at_step else sft_adapter
+        point = validation.evaluate(
+            urls[0], at_step, AdapterSelector(name=grpo_config.adapter_name, version=at_step), adapter_folder
+        )
+        metrics.log("eval", at_step, point)
+
+    if not any(point["step"] == step for point in validation.points):
+        evaluate(step)
+    worker = placement.reward_worker_identity()
+    with tqdm(total=grpo_config.max_steps, initial=step, desc="GRPO", unit="step") as bar:
+        while step < grpo_config.max_steps:
+            values = ray.get(placement.trainer.grpo_step.remote())
+            step = values["step"]
+            for event in values.pop("events", []):
+                log.warning(event)
+            now = placement.reward_worker_identity()
+            if now != worker:
+                log.warning(
+                    "reward worker changed: %s -> %s (restarted or swapped); the step was scored once",
+                    worker,
+                    now,
+                )
+                worker = now
+            metrics.log("grpo", step, values)
+            bar.update(1)
+            bar.set_postfix(reward=f"{values['reward_mean']:.3f}", kl=f"{values['kl']:.3g}")
+            every = config.evaluation.every
+            if (every and step % every == 0) or step == grpo_config.max_steps:
+                evaluate(step)
+                urls = placement.replica_urls()  # a replica restarted during the step has a new port
+    metrics.close()
+    return {"grpo_config": grpo_config, "validation": validation, "final_step": step, "urls": urls}
+
+
+def finish(run_dir: Path, config: RunConfig, outcome: dict[str, Any], timings: dict[str, float]) -> None:
+    grpo_metrics = read_metrics(run_dir / "metrics.jsonl", "grpo")
+    plots = training_plots(grpo_metrics, run_dir / "plots")
+    validation: TrainingValidation = outcome["validation"]
+    curve = evaluation_curve(
+        sorted(validation.points, key=lambda p: p["step"]), run_dir / "plots" / "validation_macro_f1.png"
+    )
+    selection = validation.selection()
+    report = None
+    if validation.enabled and selection:
+        from deploy.final_report import final_report
+
+        report = final_report(run_dir, outcome, selection)
+    write_run_summary(
+        run_dir, config, outcome, grpo_metrics, selection, report, timings, plots + ([curve] if curve else [])
+    )
+
+
+def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Path:
+    run_dir = config.run_dir
+    setup_logging(run_dir)
+    (run_dir / "run_config.json").write_text(config.model_dump_json(indent=2))
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    inputs = prepare_inputs(config, run_dir)
+    timings["prepare_s"] = time.perf_counter() - started
+    with Placement.connect(config, inputs.model, address) as placement:
+        placement.start_replicas()  # engines load while SFT runs
+        placement.start_reward_router()
+        placement.start_trainer()
+        sft_adapter = None
+        if config.sft is not None:
+            phase = time.perf_counter()
+            sft_adapter = run_sft(placement, config, inputs, run_dir, resume)
+            timings["sft_s"] = time.perf_counter() - phase
+        phase = time.perf_counter()
+        outcome = run_grpo(placement, config, inputs, run_dir, sft_adapter, resume)
+        timings["grpo_s"] = time.perf_counter() - phase
+        phase = time.perf_counter()
+        finish(run_dir, config, outcome, timings)
+        timings["report_s"] = time.perf_counter() - phase
+    timings["total_s"] = time.perf_counter() - started
+    log.info("run finished in %.0f s; everything is in %s", timings["total_s"], run_dir)
+    return run_dir
+
+
+def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
+    return load_config(path or DEFAULT_CONFIG, RunConfig, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deploy.commands import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.driver", description=__doc__.split("\n\n")[0])
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
+    from cxr_rl.cli import run_reporting_errors
+
+    return run_reporting_errors("train", lambda: run_from_args(args))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.run_dir:
+        overrides["run_dir"] = args.run_dir
+    config = load_run_config(args.config, overrides)
+    if args.grpo_steps:
+        config = config.model_copy(update={"grpo": {**config.grpo, "max_steps": args.grpo_steps}})
+    train(config, resume=args.resume, address=args.address)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Placing the run's actors on a Ray cluster and taking them down again.
+
+On one GPU the rollout replica and the trainer share it by memory partitioning: fractional
+`num_gpus` in the placement, vLLM's `gpu_memory_utilization` for the server's share, the trainer in
+the rest (see `cxr-rl plan-memory`). The trainer runs on the driver's node, so the run folder is
+local to both; rollout replicas may sit anywhere in the cluster.
+"""
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from deploy.config import RunConfig
+from shared.errors import UserError
+
+log = logging.getLogger("cxr_rl.driver")
+
+
+class Placement:
+    def __init__(self, config: RunConfig, model: Path):
+        self.config, self.model = config, model
+        self.replicas: list[Any] = []
+        self.router: Any = None
+        self.trainer: Any = None
+
+    @classmethod
+    def connect(cls, config: RunConfig, model: Path, address: str) -> "Placement":
+        import ray
+
+        try:
+            if address == "local":
+                ray.init(namespace=config.namespace, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, namespace=config.namespace, log_to_driver=False)
+        except ConnectionError as error:
+            raise UserError(
+                f"no Ray cluster at {address!r} ({error}); start one with `ray start --head`, "
+                "or pass --address local to start one inside this process"
+            ) from None
+        log.info("connected to Ray: %s", ray.cluster_resources())
+        return cls(config, model)
+
+    def __enter__(self) -> "Placement":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------------------------------
+    def start_replicas(self) -> None:
+        import ray
+
+        from rollout_server.actor import RolloutServerActor
+        from rollout_server.config import ServerConfig
+
+        rollout = self.config.rollout
+        server_config = ServerConfig(
+            engine=self.config.engine_config(str(self.model)), host=rollout.host, port=0
+        )
+        for index in range(rollout.replicas):
+            actor = (
+                ray.remote(RolloutServerActor)
+                .options(
+                    name=f"{self.config.name}-rollout-{index}",
+                    num_cpus=rollout.placement.num_cpus,
+                    num_gpus=rollout.placement.num_gpus,
+                    max_restarts=rollout.max_restarts,
+                    max_concurrency=64,
+                )
+                .remote(server_config)
+            )
+            actor.start.remote()  # engines load in the background (SFT runs meanwhile)
+            self.replicas.append(actor)
+
+    def replica_urls(self) -> list[str]:
+        import ray
+
+        return ray.get([replica.start.remote() for replica in self.replicas])
+
+    def start_reward_router(self) -> None:
+        import ray
+
+        from rewards.router import ROUTER_NAME, start_router
+
+        try:  # a router left behind by a crashed driver in this namespace
+            ray.kill(ray.get_actor(ROUTER_NAME, namespace=self.config.namespace))
+            log.warning("removed a stale reward router from namespace %s", self.config.namespace)
+        except ValueError:
+            pass
+        reward = self.config.reward
+        self.router = start_router(reward.spec, reward.config, namespace=self.config.namespace)
+
+    def reward_worker_identity(self) -> str:
+        import ray
+
+        target = ray.get(self.router.current.remote())
+        if target.actor is None:
+            return f"{target.spec} (HTTP, generation {target.generation})"
+        info = ray.get(target.actor.describe.remote())
+        return f"{info.get('name')} {info.get('version')} (generation {target.generation}, pid {info.get('pid', '?')})"
+
+    def start_trainer(self) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from trainer.actor import TrainerActor
+
+        placement = self.config.trainer
+        here = ray.get_runtime_context().get_node_id()
+        self.trainer = (
+            ray.remote(TrainerActor)
+            .options(
+                num_cpus=placement.num_cpus,
+                num_gpus=placement.num_gpus,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
+            )
+            .remote()
+        )
+
+    def shutdown(self) -> None:
+        """Stop every actor this run placed (engine processes included), then disconnect."""
+        import ray
+
+        if not ray.is_initialized():
+            return
+        stops = []
+        for replica in self.replicas:
+            with contextlib.suppress(Exception):  # already dead
+                stops.append(replica.stop.remote())
+        try:
+            ray.wait(stops, num_returns=len(stops), timeout=60)
+        except Exception as error:  # noqa: BLE001 - shutting down regardless
+            log.warning("stopping rollout replicas: %s", error)
+        actors = [*self.replicas, self.trainer, self.router]
+        if self.router is not None:
+            with contextlib.suppress(Exception):  # the router may be gone already
+                actors.append(ray.get(self.router.current.remote(), timeout=10).actor)
+        for actor in actors:
+            if actor is not None:
+                with contextlib.suppress(Exception):  # already gone
+                    ray.kill(actor, no_restart=True)
+        ray.shutdown()
+        log.info("actors stopped, disconnected from Ray")

@@ -1,0 +1,81 @@
+"""The trainer as a Ray actor, placed by the driver: SFT, then GRPO one step per call, with the
+rollout replicas and the reward router handed over as Ray handles."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from trainer.grpo_config import GrpoConfig
+from trainer.sft_config import SftConfig
+
+log = logging.getLogger("cxr_rl.trainer")
+
+
+class TrainerActor:
+    """Use through `ray.remote(TrainerActor)`."""
+
+    def __init__(self) -> None:
+        self.grpo: Any = None
+        self.replicas: list[Any] = []
+        self.events: list[str] = []
+
+    def run_sft(self, config: SftConfig, resume: bool = False) -> dict[str, Any]:
+        from trainer.sft import train_sft
+
+        summary = train_sft(config, Path(config.out), resume=resume)
+        return summary.model_dump(mode="json") if hasattr(summary, "model_dump") else dict(summary)
+
+    def setup_grpo(
+        self, config: GrpoConfig, run_dir: str, replicas: list[Any], router: Any, resume: bool = False
+    ) -> dict[str, Any]:
+        import ray
+
+        from rewards.client import RewardClient
+        from trainer.grpo import GrpoTrainer
+        from trainer.rollouts import RolloutDispatcher
+        from trainer.sync import RayAdapterPublisher
+
+        self.replicas = replicas
+        urls = ray.get([replica.start.remote() for replica in replicas])
+        self.grpo = GrpoTrainer(
+            config,
+            Path(run_dir),
+            RolloutDispatcher(urls),
+            RayAdapterPublisher(replicas),
+            RewardClient.for_router(router),
+            recover_replicas=self._recover_replicas,
+        )
+        self.grpo.setup(resume=resume)
+        return {"step": self.grpo.step_count, "max_steps": config.max_steps}
+
+    def grpo_step(self) -> dict[str, Any]:
+        metrics = self.grpo.step()
+        metrics["events"], self.events = self.events, []
+        return metrics
+
+    def _recover_replicas(self, version: int) -> None:
+        """Restart what Ray restarted (a new engine and port), reload `version` where it is missing."""
+        import ray
+
+        from trainer.grpo import POLICY
+        from trainer.lora import adapter_update
+        from trainer.rollouts import RolloutDispatcher
+
+        urls = ray.get([replica.start.remote() for replica in self.replicas])
+        name = self.grpo.config.adapter_name
+        update = None
+        for index, replica in enumerate(self.replicas):
+            served = {(info.name, info.version) for info in ray.get(replica.adapters.remote())}
+            if (name, version) in served:
+                continue
+            update = update or ray.put(adapter_update(self.grpo.model, POLICY, name, version))
+            ray.get(replica.load_adapter.remote(update))
+            self.events.append(
+                f"rollout replica {index} restarted at {urls[index]}; reloaded {name} v{version}"
+            )
+            log.warning(self.events[-1])
+        self.grpo.rollouts.close()
+        self.grpo.rollouts = RolloutDispatcher(urls)
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.grpo.history) if self.grpo else []
