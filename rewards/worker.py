@@ -26,7 +26,15 @@ class RewardWorker:
         return score_request(self.reward, request)
 
     def describe(self) -> dict[str, str]:
-        return {"spec": self.spec, "name": str(self.reward.name), "version": str(self.reward.version)}
+        """Which reward this is, and which process (a restarted worker has another pid)."""
+        import os
+
+        return {
+            "spec": self.spec,
+            "name": str(self.reward.name),
+            "version": str(self.reward.version),
+            "pid": str(os.getpid()),
+        }
 
 
 def start_reward_worker(

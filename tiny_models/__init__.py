@@ -10,7 +10,7 @@ from pathlib import Path
 from shared.errors import UserError
 
 ARCHITECTURES = ("medgemma", "qwen2.5-vl")
-BUILDER_VERSION = 1  # bump when a builder changes what it writes; cached models are rebuilt
+BUILDER_VERSION = 2  # bump when a builder changes what it writes; cached models are rebuilt
 STAMP = "cxr-rl-tiny-model.json"
 
 

@@ -15,6 +15,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from tiny_models.embeddings import EMBEDDING_STD, scale_embeddings
 from tiny_models.tokenizer import train_sentencepiece_like, wrap
 
 # Gemma 3's chat template, as the real checkpoints ship it (system text joins the first user turn).
@@ -103,6 +104,7 @@ def build(out: Path, seed: int, vocab_size: int = 640) -> None:
     config = tiny_config(len(tokenizer), token_id)
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config).eval()
+    scale_embeddings(model, EMBEDDING_STD)
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.save_pretrained(out)
     _rename_vision_tower_to_hub_layout(out)

@@ -12,6 +12,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
+from tiny_models.embeddings import EMBEDDING_STD, scale_embeddings
 from tiny_models.tokenizer import train_byte_level, wrap
 
 QWEN_CHAT_TEMPLATE = (
@@ -83,6 +84,7 @@ def build(out: Path, seed: int, vocab_size: int = 768) -> None:
     config = tiny_config(len(tokenizer), token_id)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    scale_embeddings(model, EMBEDDING_STD)
     model.generation_config.eos_token_id = [token_id["<|im_end|>"], token_id["<|endoftext|>"]]
     model.save_pretrained(out)
     pixels = {
