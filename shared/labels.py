@@ -23,6 +23,7 @@ CHEXPERT_LABELS: tuple[str, ...] = (
     "Support Devices",
 )
 NO_FINDING = "No Finding"
+_CHEXPERT_SET = frozenset(CHEXPERT_LABELS)
 
 # Exactly as NIH's Data_Entry_2017.csv writes them in `Finding Labels` (joined by "|").
 NIH_LABELS: tuple[str, ...] = (
@@ -92,10 +93,11 @@ def label_set(name: str) -> tuple[str, ...]:
 
 def check_chexpert_labels(labels: "list[str] | tuple[str, ...] | set[str]") -> list[str]:
     """Return the labels sorted in CheXpert order; raise naming any label CheXpert does not have."""
-    unknown = sorted(set(labels) - set(CHEXPERT_LABELS))
+    given = set(labels)
+    unknown = sorted(given - _CHEXPERT_SET)
     if unknown:
         raise UnknownLabelError(f"unknown CheXpert label(s) {unknown}; valid labels: {list(CHEXPERT_LABELS)}")
-    return [label for label in CHEXPERT_LABELS if label in set(labels)]
+    return [label for label in CHEXPERT_LABELS if label in given]
 
 
 def map_nih_labels(nih_labels: "list[str] | set[str]", categories: int = 9) -> list[str]:

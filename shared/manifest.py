@@ -65,6 +65,7 @@ def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:
         with os.fdopen(handle, "w") as out:
             for record in records:
                 out.write(record.model_dump_json(exclude_defaults=False) + "\n")
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a manifest is shared data
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
