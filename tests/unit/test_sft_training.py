@@ -1,0 +1,195 @@
+"""SFT on phantom X-rays with a tiny model on the CPU: the validation loss falls, the best adapter
+is written and loads again, early stopping stops, and an interrupted run resumes to the same result."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from shared.errors import UserError
+from shared.manifest import read_manifest, write_manifest
+from trainer import sft
+from trainer.lora import LoraSettings
+from trainer.model import load_policy
+from trainer.sft import RunState, SftSummary, train_sft, validation_loss
+from trainer.sft_config import SftConfig
+from trainer.templates import with_synthetic_targets
+
+TRAIN_RECORDS, VAL_RECORDS = 6, 3
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny models' matrices are too small to gain from threads, and OpenMP threads spinning on
+    a busy 2-core machine slow each step tenfold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sft_manifests(phantom_root, tmp_path_factory) -> tuple[Path, Path]:
+    """Small train and validation manifests with synthetic Only-Label targets (short answers keep
+    the CPU steps cheap), written beside the phantom manifests so relative image paths hold."""
+    source = phantom_root / "manifests" / "mimic_train.jsonl"
+    records = with_synthetic_targets(read_manifest(source), "only_label", seed=0)
+    folder = tmp_path_factory.mktemp("sft-data")
+    absolute = [r.model_copy(update={"image": str(r.image_path(source.parent).resolve())}) for r in records]
+    train = write_manifest(absolute[:TRAIN_RECORDS], folder / "train.jsonl")
+    val = write_manifest(absolute[TRAIN_RECORDS : TRAIN_RECORDS + VAL_RECORDS], folder / "val.jsonl")
+    return train, val
+
+
+def make_config(model: Path, manifests: tuple[Path, Path], **training) -> SftConfig:
+    settings = {
+        "learning_rate": 2e-2,
+        "gradient_accumulation_steps": 3,
+        "epochs": 2,
+        "warmup_ratio": 0.0,
+        **training,
+    }
+    return SftConfig.model_validate(
+        {
+            "model": str(model),
+            "data": {
+                "train_manifest": str(manifests[0]),
+                "val_manifest": str(manifests[1]),
+                "sft_format": "only_label",
+            },  # fmt: skip
+            "training": settings,
+            "progress": False,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_medgemma, sft_manifests, tmp_path_factory) -> tuple[SftConfig, Path, SftSummary]:
+    config = make_config(tiny_medgemma, sft_manifests)
+    out = tmp_path_factory.mktemp("sft-run")
+    return config, out, train_sft(config, out)
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sft_lowers_the_validation_loss(finished_run):
+    _, out, summary = finished_run
+    assert summary.stop_reason == "epochs" and summary.epochs_run == 2
+    assert summary.steps == 2 * math.ceil(TRAIN_RECORDS / 3)
+    assert summary.val_loss[-1] < summary.initial_val_loss - 0.05
+    assert summary.best_val_loss == min(summary.val_loss)
+    assert summary.val_loss[summary.best_epoch - 1] == summary.best_val_loss
+    written = SftSummary.model_validate_json((out / "sft_summary.json").read_text())
+    assert written == summary
+    steps = [entry for entry in metrics(out) if entry["kind"] == "step"]
+    assert [entry["step"] for entry in steps] == list(range(1, summary.steps + 1))
+    assert all(entry["answer_tokens"] > 0 and math.isfinite(entry["loss"]) for entry in steps)
+
+
+def test_the_best_adapter_loads_and_reproduces_its_validation_loss(finished_run, sft_manifests):
+    config, out, summary = finished_run
+    adapter = out / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    model, processor = load_policy(
+        config.model,
+        LoraSettings(),
+        device="cpu",
+        adapter_path=adapter,
+        trainable=False,
+        gradient_checkpointing=False,
+    )
+    assert not any(parameter.requires_grad for parameter in model.parameters())
+    val_loader = validation_loader(config, processor)
+    assert validation_loss(model, val_loader, torch.device("cpu"), torch.float32) == pytest.approx(
+        summary.best_val_loss, rel=1e-5
+    )
+    # GRPO keeps a frozen reference next to the policy in the same PeftModel
+    model.load_adapter(str(adapter), adapter_name="reference", is_trainable=False)
+    assert set(model.peft_config) == {"policy", "reference"}
+
+
+def validation_loader(config: SftConfig, processor) -> torch.utils.data.DataLoader:
+    from shared.prompts import PromptRegistry, user_messages
+    from trainer.model import end_of_turn_ids
+    from trainer.sft_data import SftDataset, collate, read_sft_manifest
+
+    dataset = SftDataset(
+        read_sft_manifest(config.data.val_manifest),
+        processor,
+        user_messages(PromptRegistry().get(config.data.sft_format)),
+        end_of_turn_ids(config.model, processor),
+    )
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=1, collate_fn=lambda examples: collate(examples, 0)
+    )
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path, monkeypatch):
+    config, _, uninterrupted = finished_run
+    real_write_checkpoint = sft.write_checkpoint
+
+    def crash_after_first_checkpoint(*args, **kwargs):
+        real_write_checkpoint(*args, **kwargs)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(sft, "write_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(config, tmp_path)
+    monkeypatch.setattr(sft, "write_checkpoint", real_write_checkpoint)
+    with (tmp_path / "metrics.jsonl").open("a") as log:  # a step the crash left after the checkpoint
+        log.write(json.dumps({"kind": "step", "step": 99, "epoch": 2, "loss": 0.0}) + "\n")
+
+    with pytest.raises(UserError, match="--resume"):
+        train_sft(config, tmp_path)  # a second fresh run must not overwrite the first
+    resumed = train_sft(config, tmp_path, resume=True)
+
+    assert resumed.epochs_run == uninterrupted.epochs_run and resumed.steps == uninterrupted.steps
+    assert resumed.initial_val_loss == pytest.approx(uninterrupted.initial_val_loss, rel=1e-6)
+    assert resumed.val_loss == pytest.approx(uninterrupted.val_loss, rel=1e-5)
+    assert resumed.train_loss == pytest.approx(uninterrupted.train_loss, rel=1e-5)
+    steps = [entry["step"] for entry in metrics(tmp_path) if entry["kind"] == "step"]
+    assert steps == list(range(1, resumed.steps + 1))
+    assert train_sft(config, tmp_path, resume=True) == resumed  # a finished run has nothing left to do
+
+
+def test_resume_refuses_a_changed_config(finished_run):
+    config, out, _ = finished_run
+    changed = config.model_copy(update={"lora": LoraSettings(rank=8)})
+    with pytest.raises(UserError, match="lora.rank"):
+        train_sft(changed, out, resume=True)
+
+
+def test_early_stopping_stops_when_validation_loss_stops_falling(tiny_medgemma, sft_manifests, tmp_path):
+    # learning rate 0: the validation loss never improves on epoch 1, so patience 2 ends epoch 3 of 6
+    config = make_config(
+        tiny_medgemma,
+        sft_manifests,
+        learning_rate=0.0,
+        epochs=6,
+        early_stopping_patience=2,
+        gradient_accumulation_steps=8,
+    )
+    config = config.model_copy(update={"gradient_checkpointing": False})
+    summary = train_sft(config, tmp_path)
+    assert summary.stop_reason == "early_stopping"
+    assert summary.epochs_run == 3 and summary.best_epoch == 1
+    assert summary.val_loss == pytest.approx([summary.initial_val_loss] * 3, rel=1e-6)
+
+
+def test_patience_counts_epochs_since_the_best():
+    state = RunState()
+    improved = [state.record_epoch(1.0, loss, patience=2) for loss in (3.0, 2.0, 2.5, 1.5, 1.6, 1.5)]
+    assert improved == [True, True, False, True, False, False]
+    assert state.stop_reason == "early_stopping" and state.best_epoch == 4 and state.best_val_loss == 1.5
+
+
+def test_qwen_trains_and_stops_at_max_steps(tiny_qwen, sft_manifests, tmp_path):
+    config = make_config(tiny_qwen, sft_manifests, max_steps=1, gradient_accumulation_steps=2)
+    config = config.model_copy(update={"min_pixels": 16 * 28 * 28, "max_pixels": 32 * 28 * 28})
+    summary = train_sft(config, tmp_path)
+    assert summary.stop_reason == "max_steps" and summary.steps == 1 and summary.epochs_run == 1
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
