@@ -4,6 +4,7 @@ inside the command that needs them, so `--help` answers at once."""
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -39,10 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_reporting_errors(command: str, action: Callable[[], int | None]) -> int:
+    """Run a command; bad input becomes one line on stderr and exit status 1, no traceback."""
     try:
-        return int(args.run(args) or 0)
+        return int(action() or 0)
     except UserError as error:
         message = str(error)
     except ValidationError as error:
@@ -51,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{error.strerror}: {error.filename}" if error.filename else str(error)
     except KeyboardInterrupt:
         message = "interrupted"
-    print(
-        f"cxr-rl {args.command}: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr
-    )
+    print(f"cxr-rl {command}: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
     return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_reporting_errors(args.command, lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -136,8 +136,8 @@ def run_grpo(
             bar.set_postfix(reward=f"{values['reward_mean']:.3f}", kl=f"{values['kl']:.3g}")
             every = config.evaluation.every
             if (every and step % every == 0) or step == grpo_config.max_steps:
-                evaluate(step)
                 urls = placement.replica_urls()  # a replica restarted during the step has a new port
+                evaluate(step)
     metrics.close()
     return {"grpo_config": grpo_config, "validation": validation, "final_step": step, "urls": urls}
 

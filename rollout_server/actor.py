@@ -38,12 +38,14 @@ class RolloutServerActor:
         return self._url
 
     async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
+        await self.start()  # a restarted replica loads its engine first
         return await self.server.service.load_adapter_update(update)
 
     async def forget_adapter(self, name: str) -> list[int]:
         """Unload every version of `name` (a resumed run re-publishes from its checkpoint)."""
         from rollout_server.errors import RequestError
 
+        await self.start()
         try:
             return await self.server.service.adapters.unload(name, None)
         except RequestError as error:
@@ -52,6 +54,7 @@ class RolloutServerActor:
             raise
 
     async def adapters(self) -> list[AdapterInfo]:
+        await self.start()
         return self.server.service.adapters.listing()
 
     async def node_ip(self) -> str:

@@ -13,7 +13,14 @@ from typing import Any
 
 import httpx
 
-from shared.schemas import AdapterInfo, AdapterList, AdapterUpdate, RolloutRequest, RolloutResponse
+from shared.schemas import (
+    AdapterInfo,
+    AdapterList,
+    AdapterUpdate,
+    RolloutRequest,
+    RolloutResponse,
+    ServerInfo,
+)
 
 RETRY_STATUSES = {502, 503, 504}
 JSON = {"content-type": "application/json"}
@@ -119,6 +126,9 @@ class RolloutClient(_Common):
                 pass
             time.sleep(poll_s)
         raise TimeoutError(f"rollout server at {self.base_url} not ready after {timeout_s:.0f} s")
+
+    def info(self) -> ServerInfo:
+        return ServerInfo.model_validate(self._request("GET", "/v1/info").json())
 
     def rollouts(self, request: RolloutRequest) -> RolloutResponse:
         response = self._request(

@@ -47,6 +47,14 @@ class RolloutEngine:
         self.llm: Any = None
         self.base_canary: list[float] | None = None
 
+    def image_attention(self) -> str:
+        """How image tokens attend in this engine (see shared.schemas.ServerInfo.image_attention)."""
+        from vllm.platforms import current_platform
+
+        prefix_lm = bool(getattr(self.llm.vllm_config.model_config, "is_mm_prefix_lm", False))
+        # Only vLLM's FlashAttention backend (CUDA) honours the bidirectional image blocks.
+        return "bidirectional" if prefix_lm and current_platform.is_cuda() else "causal"
+
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.config.cpu_kv_cache_gib))))
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -29,6 +29,7 @@ from shared.schemas import (
     RolloutResult,
     RolloutTimings,
     SamplingSettings,
+    ServerInfo,
 )
 
 
@@ -69,6 +70,19 @@ class RolloutService:
         except Exception as error:
             self.startup_error = f"{type(error).__name__}: {error}"
             raise
+
+    def info(self) -> ServerInfo:
+        import vllm
+        from vllm.platforms import current_platform
+
+        return ServerInfo(
+            model=self.config.engine.model,
+            platform="cpu" if current_platform.is_cpu() else "cuda",
+            vllm_version=vllm.__version__,
+            max_model_len=self.config.engine.max_model_len,
+            max_lora_rank=self.config.engine.max_lora_rank,
+            image_attention=self.engine.image_attention(),
+        )
 
     def shutdown(self) -> None:
         self.ready = False

@@ -107,6 +107,20 @@ class RolloutResponse(Strict):
 # ----------------------------------------------------------------------------------------------
 # Adapters
 # ----------------------------------------------------------------------------------------------
+class ServerInfo(Strict):
+    """What a trainer must know to reproduce the server's numbers."""
+
+    model: str
+    platform: str  # "cpu" or "cuda"
+    vllm_version: str
+    max_model_len: int
+    max_lora_rank: int
+    # Gemma3 attends bidirectionally among an image's tokens. vLLM 0.32 implements that only in
+    # its FlashAttention backend; elsewhere (the CPU backend) image tokens attend causally, and a
+    # trainer must do the same or its logprobs drift from the server's by 1e-3 to 1e-1.
+    image_attention: Literal["bidirectional", "causal"]
+
+
 class AdapterInfo(Strict):
     name: str
     version: int

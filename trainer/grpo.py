@@ -115,10 +115,28 @@ class GrpoTrainer:
             self.rewards.load_state_dict(state["reward_state"])
             self.history = state.get("history", [])
             log.info("resumed from %s (step %d)", checkpoint.name, self.step_count)
+        self.causal_images = self._image_attention() == "causal"
         # A resumed run re-publishes its checkpoint's version; drop whatever a crashed run left.
         self.publisher.forget(config.adapter_name)
         self.publish()
         self.check_same_inputs()
+
+    def _image_attention(self) -> str:
+        modes = {client.info().image_attention for client in self.rollouts.clients}
+        if len(modes) != 1:
+            raise RuntimeError(
+                f"rollout replicas disagree on image attention ({sorted(modes)}): mixed backends"
+            )
+        served = modes.pop()
+        wanted = self.config.image_attention
+        if wanted != "auto" and wanted != served:
+            log.warning(
+                "image_attention=%s while the rollout server attends %s: expect logprob mismatch",
+                wanted,
+                served,
+            )
+            return wanted
+        return served
 
     def _lr_factor(self, step: int) -> float:
         optim = self.config.optim

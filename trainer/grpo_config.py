@@ -58,6 +58,10 @@ class GrpoConfig(BaseModel):
     # Image token budget (Qwen-VL); must equal the rollout server's, or the token ids differ.
     min_pixels: int | None = None
     max_pixels: int | None = None
+    # How image tokens attend when the trainer recomputes logprobs: "auto" follows the rollout
+    # server (see shared.schemas.ServerInfo.image_attention), so the importance ratios compare the
+    # policy with itself.
+    image_attention: Literal["auto", "bidirectional", "causal"] = "auto"
     checkpoint_every: int = Field(1, ge=1)
     keep_checkpoints: int = Field(3, ge=1)
     adapter_name: str = "policy"  # the name versions are published under

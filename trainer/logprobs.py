@@ -24,7 +24,9 @@ def prompt_inputs(processor: Any, prompt_text: str, image: Any) -> dict[str, tor
 
 
 def format_prompt_inputs(processor: Any, prompt_format: str, image: Any, prompts: PromptRegistry) -> dict:
-    return prompt_inputs(processor, render_prompt(processor, user_messages(prompts.get(prompt_format))), image)
+    return prompt_inputs(
+        processor, render_prompt(processor, user_messages(prompts.get(prompt_format))), image
+    )
 
 
 @dataclass
@@ -37,7 +39,11 @@ class CompletionBatch:
     prompt_length: int
 
 
-def completion_batch(prompt: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int) -> CompletionBatch:
+def completion_batch(
+    prompt: dict[str, torch.Tensor], completions: list[list[int]], pad_id: int, causal_images: bool = False
+) -> CompletionBatch:
+    """`causal_images`: attend causally among image tokens, as vLLM does outside its FlashAttention
+    backend (Gemma3's `token_type_ids` otherwise make transformers attend bidirectionally there)."""
     group, longest = len(completions), max(1, max(len(ids) for ids in completions))
     completion_ids = torch.full((group, longest), pad_id, dtype=torch.long)
     completion_mask = torch.zeros((group, longest), dtype=torch.long)
@@ -56,6 +62,8 @@ def completion_batch(prompt: dict[str, torch.Tensor], completions: list[list[int
             else:
                 tail = torch.zeros_like(completion_ids)
             inputs[key] = torch.cat([repeated, tail.to(value.dtype)], dim=1)
+            if key == "token_type_ids" and causal_images:
+                inputs[key] = torch.zeros_like(inputs[key])
         elif key in IMAGE_KEYS:
             inputs[key] = torch.cat([value] * group, dim=0)
         else:
@@ -63,14 +71,18 @@ def completion_batch(prompt: dict[str, torch.Tensor], completions: list[list[int
     return CompletionBatch(inputs, completion_ids, completion_mask, prompt_length)
 
 
-def move(batch: CompletionBatch, device: torch.device | str, dtype: torch.dtype | None = None) -> CompletionBatch:
+def move(
+    batch: CompletionBatch, device: torch.device | str, dtype: torch.dtype | None = None
+) -> CompletionBatch:
     inputs = {}
     for key, value in batch.inputs.items():
         value = value.to(device)
         if dtype is not None and key == "pixel_values":
             value = value.to(dtype)
         inputs[key] = value
-    return CompletionBatch(inputs, batch.completion_ids.to(device), batch.completion_mask.to(device), batch.prompt_length)
+    return CompletionBatch(
+        inputs, batch.completion_ids.to(device), batch.completion_mask.to(device), batch.prompt_length
+    )
 
 
 def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = False):

@@ -4,7 +4,7 @@ version that produced them."""
 from fastapi import APIRouter, Depends
 
 from rollout_server.routers.dependencies import ReadyService, require_token
-from shared.schemas import RolloutRequest, RolloutResponse
+from shared.schemas import RolloutRequest, RolloutResponse, ServerInfo
 
 router = APIRouter(prefix="/v1", tags=["rollouts"], dependencies=[Depends(require_token)])
 
@@ -12,3 +12,9 @@ router = APIRouter(prefix="/v1", tags=["rollouts"], dependencies=[Depends(requir
 @router.post("/rollouts", response_model=RolloutResponse)
 async def rollouts(request: RolloutRequest, service: ReadyService) -> RolloutResponse:
     return await service.rollouts(request)
+
+
+@router.get("/info", response_model=ServerInfo)
+async def info(service: ReadyService) -> ServerInfo:
+    """The model, platform and image attention mode a trainer must reproduce."""
+    return service.info()

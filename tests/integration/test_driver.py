@@ -1,0 +1,167 @@
+"""The main job as users run it: `ray start --head`, then the driver on the embedded default (tiny
+MedGemma-architecture model, phantom X-rays, CPU) with small step counts. During the run the test
+kills the reward worker, then a rollout replica; the run must still finish with every step scored
+once, and say in its log what was restarted."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+PROJECT = Path(__file__).resolve().parents[2]
+STEPS = 5
+
+CONFIG = {
+    "name": "e2e",
+    "model": "embedded:tiny-medgemma",
+    "data": {"phantoms": {"n": 48, "seed": 1}, "sft_format": "only_label"},
+    "sft": {
+        "training": {"learning_rate": 5e-3, "epochs": 1, "max_steps": 4, "gradient_accumulation_steps": 2},
+        "gradient_checkpointing": False,
+    },
+    "grpo": {
+        "prompt_format": "only_label",
+        "batch_size": 2,
+        "max_steps": STEPS,
+        "sampling": {"group_size": 4, "max_tokens": 32},
+        "optim": {"lr": 1e-3},
+        "gradient_checkpointing": False,
+    },
+    "reward": {"spec": "hard", "config": {"min_tokens": 8}},
+    "rollout": {"engine": {"max_model_len": 2048}, "placement": {"num_cpus": 0.5}},
+    "evaluation": {"every": 2, "max_images": 4, "max_tokens": 32},
+}
+
+
+class RayHead:
+    """`ray start --head` in a private temp dir, stopped by killing only its own processes (`ray
+    stop` would also stop any other Ray cluster on the machine, the tests' own included)."""
+
+    def __init__(self):
+        self.temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # unix socket paths must stay short
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        subprocess.run(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={self.port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
+            check=True, capture_output=True, env=env, timeout=180,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        for signal_number in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self._pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+            time.sleep(2)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _pids(self) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if self.temp_dir.encode() in (entry / "cmdline").read_bytes():
+                        pids.append(int(entry.name))
+                except OSError:
+                    continue
+        return pids
+
+
+def ray_call(address: str, code: str) -> str:
+    """Run a few lines against the cluster from another process (this one may hold its own Ray)."""
+    script = f"import ray\nray.init(address={address!r}, namespace='cxr-rl', log_to_driver=False)\n{code}"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def grpo_steps(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [line for line in lines if line["phase"] == "grpo"]
+
+
+@pytest.fixture(scope="module")
+def driver_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "e2e"
+    config_path = run_dir.parent / "e2e.yaml"
+    config_path.write_text(yaml.safe_dump({**CONFIG, "run_dir": str(run_dir)}))
+    head = RayHead()
+    log = (run_dir.parent / "driver.out").open("w")
+    try:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "deploy.driver", "--config", str(config_path), "--address", head.address],
+            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        kills = []
+        deadline = time.monotonic() + 1500
+        while driver.poll() is None and time.monotonic() < deadline:
+            done = len(grpo_steps(run_dir))
+            if done >= 1 and "reward worker" not in kills:
+                ray_call(head.address, "target = ray.get(ray.get_actor('reward-router').current.remote())\n"
+                         "ray.kill(target.actor, no_restart=False)")  # fmt: skip
+                kills.append("reward worker")
+            if done >= 3 and "rollout replica" not in kills:
+                ray_call(head.address, "ray.kill(ray.get_actor('e2e-rollout-0'), no_restart=False)")
+                kills.append("rollout replica")
+            time.sleep(1)
+        if driver.poll() is None:
+            driver.kill()
+        driver.wait(60)
+        yield run_dir, driver.returncode, kills, (run_dir.parent / "driver.out").read_text()
+    finally:
+        log.close()
+        head.stop()
+
+
+def test_run_folder_holds_the_whole_run(driver_run):
+    run_dir, returncode, _, output = driver_run
+    assert returncode == 0, output[-3000:]
+    steps = grpo_steps(run_dir)
+    assert [entry["step"] for entry in steps] == list(range(1, STEPS + 1))  # every step, once
+    assert [entry["policy_version"] for entry in steps] == list(range(STEPS))
+    assert [entry["published_version"] for entry in steps] == list(range(1, STEPS + 1))
+    for name in ("reward.png", "reward_components.png", "completion_length.png", "validation_macro_f1.png"):
+        assert (run_dir / "plots" / name).stat().st_size > 5_000
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    report = json.loads((run_dir / "evaluation" / "final" / "report.json").read_text())
+    assert report and (run_dir / "evaluation" / "final" / "report.md").is_file()
+    predictions = (run_dir / "evaluation" / "final" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) >= 8  # 4 validation + 4 OOD images per checkpoint at least
+    points = [json.loads(line) for line in (run_dir / "evaluation" / "points.jsonl").read_text().splitlines()]
+    assert [point["step"] for point in points] == [0, 2, 4, 5]
+    summary = (run_dir / "summary.md").read_text()
+    for heading in (
+        "## Final GRPO step",
+        "## Validation during GRPO",
+        "## Checkpoint selection",
+        "## Timings",
+    ):
+        assert heading in summary
+    assert (run_dir / "sft" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (run_dir / "grpo" / "checkpoints" / "latest").read_text().strip() == f"step-{STEPS:06d}"
+
+
+def test_killed_reward_worker_and_replica_are_restarted_and_logged(driver_run):
+    run_dir, returncode, kills, output = driver_run
+    assert returncode == 0, output[-3000:]
+    assert kills == ["reward worker", "rollout replica"]
+    log = (run_dir / "driver.log").read_text()
+    assert "reward worker changed" in log and "pid" in log
+    assert "rollout replica 0 restarted" in log
+    assert len({entry["step"] for entry in grpo_steps(run_dir)}) == STEPS
