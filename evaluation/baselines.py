@@ -32,9 +32,30 @@ class PrevalenceBaseline(BaseModel):
     scores: LabelSetScores
 
 
+class BlankImageAnswer(BaseModel):
+    """What a checkpoint answered on the blank image."""
+
+    text: str
+    pred: list[str]
+    valid: bool
+    parse_status: str
+    width: int
+    height: int
+
+
 class BlankImageBaseline(BaseModel):
     scores: LabelSetScores
     label_rate: dict[str, float]  # share of valid blank-image answers naming each label
+    answer: BlankImageAnswer | None = None  # set when one answer stands in for every image
+
+
+class DatasetBaselines(BaseModel):
+    """Every shortcut baseline of one dataset: the prevalence ones (model-free) and, per checkpoint,
+    its blank-image answer scored against every image's truth."""
+
+    prevalence_source: str  # where the prevalence came from, in words
+    prevalence: list[PrevalenceBaseline]
+    blank_images: dict[str, BlankImageBaseline] = {}  # checkpoint -> baseline
 
 
 def training_prevalence(training_labels: Iterable[Iterable[str]]) -> dict[str, float]:
@@ -107,3 +128,29 @@ def score_blank_image_predictions(
         for label in scores.labels
     }
     return BlankImageBaseline(scores=scores, label_rate=label_rate)
+
+
+def dataset_baselines(
+    truths: Sequence[Iterable[str]],
+    label_set_name: str,
+    prevalence: Mapping[str, float],
+    prevalence_source: str,
+    blank_answers: Mapping[str, BlankImageAnswer],
+    seed: int = 0,
+) -> DatasetBaselines:
+    """Both prevalence baselines (every label seen in training; labels drawn at their training
+    rates) and one blank-image baseline per checkpoint, its single answer given for every image."""
+    truths = [list(truth) for truth in truths]
+    blank_images = {}
+    for checkpoint, answer in blank_answers.items():
+        stand_ins = [ScoredPrediction(truth=truth, pred=answer.pred, valid=answer.valid) for truth in truths]
+        baseline = score_blank_image_predictions(stand_ins, label_set_name)
+        blank_images[checkpoint] = baseline.model_copy(update={"answer": answer})
+    return DatasetBaselines(
+        prevalence_source=prevalence_source,
+        prevalence=[
+            score_prevalence_baseline(truths, prevalence, label_set_name, "threshold", threshold=0.0),
+            score_prevalence_baseline(truths, prevalence, label_set_name, "sample", seed=seed),
+        ],
+        blank_images=blank_images,
+    )

@@ -1,4 +1,5 @@
-"""`cxr-rl score` and `cxr-rl report`: metrics and reports recomputed from a predictions JSONL,
+"""`cxr-rl eval`: checkpoints evaluated through a running rollout server, with a full report.
+`cxr-rl score` and `cxr-rl report`: metrics and reports recomputed from a predictions JSONL,
 without a server."""
 
 import argparse
@@ -84,6 +85,143 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score only parseable completions (default: failures predict no label)",
     )
     report.set_defaults(run=run_report)
+    register_eval(subparsers)
+
+
+def register_eval(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate checkpoints through a rollout server and write a report",
+        description="Send every image of each dataset to a running rollout server (`cxr-rl serve`) for each "
+        "checkpoint (the base model and/or LoRA adapters), read the answers with the shared parser, and write "
+        "a report (markdown, JSON, PNG charts) with predictions.jsonl beside it. Every report carries two "
+        "shortcut baselines: predicting the training prevalence, and each checkpoint's answer on a blank image. "
+        "Prints one summary JSON object as the last line.",
+    )
+    parser.add_argument(
+        "--server", required=True, metavar="URL", help="the rollout server, e.g. http://host:8000"
+    )
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME=MANIFEST",
+        help="a dataset name and its JSONL manifest (e.g. chexpert=manifests/chexpert_valid.jsonl); repeat per dataset",
+    )
+    parser.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        metavar="NAME=SET",
+        help=f"label set a dataset is scored on, one of {', '.join(LABEL_SETS)} (default: nih9 when the manifest's "
+        "source is NIH, else chexpert14); repeat per dataset",
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME[:VERSION]",
+        help="an adapter loaded on the server (without VERSION: the latest, pinned when the run starts); repeat",
+    )
+    parser.add_argument(
+        "--load-adapter",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="send a PEFT adapter folder to the server as a new version of NAME, then evaluate it; repeat",
+    )
+    parser.add_argument(
+        "--base",
+        action="store_true",
+        help="evaluate the base model too (the default when no adapter is named)",
+    )
+    parser.add_argument(
+        "--id", metavar="NAME", help="the in-distribution dataset (default: the first --dataset)"
+    )
+    parser.add_argument(
+        "--ood",
+        metavar="NAME",
+        help="the out-of-distribution dataset (default: the first other dataset scored on an NIH label set)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKPOINT",
+        help="checkpoint that changes are measured from: base, NAME or NAME:VERSION (default: the first evaluated)",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--greedy", action="store_true", help="greedy decoding, one answer per image (the default)"
+    )
+    mode.add_argument(
+        "--sample", action="store_true", help="sample one answer per image (see --seed, --temperature)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="with --sample: image i uses seed S+i (default 0)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, metavar="T", help="with --sample (default 1.0)"
+    )
+    parser.add_argument("--top-p", type=float, default=1.0, metavar="P", help="with --sample (default 1.0)")
+    parser.add_argument(
+        "--prompt-format",
+        default="reasoning_a",
+        metavar="NAME",
+        help="prompt format the server renders (default reasoning_a)",
+    )
+    parser.add_argument(
+        "--max-tokens", type=int, default=512, metavar="N", help="most tokens per answer (default 512)"
+    )
+    parser.add_argument(
+        "--parser",
+        choices=["strict", "lenient"],
+        default="strict",
+        help="how answers are read: strict is the paper's contract (default), lenient forgives format slips",
+    )
+    parser.add_argument(
+        "--train-manifest",
+        metavar="FILE",
+        help="training manifest whose label rates the prevalence baselines use (default: the in-distribution "
+        "set's own rates, marked as optimistic in the report)",
+    )
+    parser.add_argument(
+        "--out", default="eval-report", metavar="DIR", help="folder for the report (default eval-report)"
+    )
+    parser.add_argument(
+        "--token", metavar="TOKEN", help="the server's bearer token (default: env CXR_RL_API_TOKEN)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="requests in flight at once (default 4)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="images per request (default 8)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds to wait for one request (default 600)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples for intervals (default 1000)",
+    )
+    parser.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the bootstrap resampling (default 0)",
+    )
+    parser.add_argument(
+        "--valid-only",
+        action="store_true",
+        help="score only parseable answers (default: an unparseable answer counts as predicting no label)",
+    )
+    parser.set_defaults(run=run_eval)
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -143,4 +281,113 @@ def run_report(args: argparse.Namespace) -> int:
     files = write_report(build_report(records, config), records, args.out)
     for path in [files.markdown, files.json_path, files.predictions, *files.charts]:
         print(path)
+    return 0
+
+
+def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    from shared.errors import UserError
+
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name or not value:
+            raise UserError(f"{option} {item!r}: expected NAME=VALUE, e.g. {example}")
+        if name in pairs:
+            raise UserError(f"{option}: {name!r} given twice")
+        pairs[name] = value
+    return pairs
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from shared.config import parse_config
+    from shared.errors import UserError
+
+    manifests = _pairs(args.dataset, "--dataset", "nih=manifests/nih_test.jsonl")
+    label_sets = _pairs(args.labels, "--labels", "nih=nih10")
+    unknown = sorted(set(label_sets) - set(manifests))
+    if unknown:
+        raise UserError(f"--labels names dataset(s) {unknown} that no --dataset gives")
+    if args.bootstrap < 1:
+        raise UserError(f"--bootstrap must be at least 1, not {args.bootstrap}")
+    loads = _pairs(args.load_adapter, "--load-adapter", "grpo=checkpoints/step-400")
+    from evaluation.runner import (
+        EvalSettings,
+        checkpoint_name,
+        evaluate_checkpoints,
+        load_adapter_folder,
+        match_checkpoint,
+        parse_checkpoint,
+    )
+    from rollout_server.client import RolloutClient
+
+    settings = parse_config(
+        {
+            "sampling": {
+                "greedy": not args.sample,
+                "temperature": args.temperature,
+                "top_p": args.top_p,
+                "seed": args.seed,
+                "max_tokens": args.max_tokens,
+                "prompt_format": args.prompt_format,
+            },
+            "parser": {"mode": args.parser},
+            "batch_size": args.batch_size,
+            "concurrency": args.concurrency,
+            "in_distribution": args.id,
+            "out_of_distribution": args.ood,
+            "train_manifest": args.train_manifest,
+            "timeout_s": args.timeout,
+        },
+        EvalSettings,
+        source="eval options",
+    )
+
+    requested = [parse_checkpoint(text) for text in args.adapter]
+    if requested and any(selector is None for selector in requested):
+        raise UserError("--adapter base: use --base for the base model")
+    include_base = args.base or not (requested or loads)
+    token = args.token or os.environ.get("CXR_RL_API_TOKEN")
+    datasets = {name: (Path(manifest), label_sets.get(name)) for name, manifest in manifests.items()}
+    with RolloutClient(args.server, token=token, timeout_s=settings.timeout_s) as client:
+        for name, folder in loads.items():
+            requested.append(load_adapter_folder(client, name, folder))
+        checkpoints = ([None] if include_base else []) + requested
+        if args.baseline:
+            match_checkpoint(args.baseline, checkpoints)  # a typo fails before the run, not after
+        outcome = evaluate_checkpoints(client, datasets, checkpoints, settings)
+    evaluated = [parse_checkpoint(name) for name in outcome.checkpoints]
+    report_config = outcome.report_config(
+        baseline_checkpoint=checkpoint_name(match_checkpoint(args.baseline, evaluated))
+        if args.baseline
+        else None,
+        n_resamples=args.bootstrap,
+        seed=args.bootstrap_seed,
+        valid_only=args.valid_only,
+    )
+    from evaluation.files import write_atomically
+    from evaluation.records import flatten_checkpoint_records, write_prediction_records
+
+    # The predictions first: should the report fail (e.g. --valid-only and nothing parsed), the
+    # server's work is still on disk for `cxr-rl report`.
+    write_prediction_records(
+        flatten_checkpoint_records(outcome.records), Path(args.out) / "predictions.jsonl"
+    )
+    files = outcome.write_report(Path(args.out), report_config)
+
+    run = {"server": args.server, "settings": json.loads(settings.model_dump_json()), **outcome.summary()}
+    run_path = write_atomically(Path(args.out) / "run.json", json.dumps(run, indent=2) + "\n")
+    for checkpoint, by_dataset in outcome.scores.items():
+        for dataset, scores in by_dataset.items():
+            blank = outcome.baselines[dataset].blank_images[checkpoint].scores
+            print(
+                f"{checkpoint:<24} {dataset:<16} macro-F1 {scores.macro_f1:.3f}  micro-F1 {scores.micro_f1:.3f}  "
+                f"fail rate {scores.fail_rate:.3f}  (blank image macro-F1 {blank.macro_f1:.3f})"
+            )
+    for path in [files.markdown, files.json_path, files.predictions, run_path, *files.charts]:
+        print(path)
+    print(json.dumps(outcome.summary()))
     return 0

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
+from evaluation.baselines import DatasetBaselines
 from evaluation.bootstrap import (
     ConfidenceInterval,
     F1Intervals,
@@ -83,6 +84,7 @@ class EvaluationReport(BaseModel):
     checkpoints: list[str]  # column order
     results: dict[str, dict[str, DatasetResult]]  # checkpoint -> dataset -> result
     generalization: list[GeneralizationRow]
+    baselines: dict[str, DatasetBaselines] = {}  # dataset -> shortcut baselines, when they were run
 
     def result(self, checkpoint: str, dataset: str) -> DatasetResult | None:
         return self.results.get(checkpoint, {}).get(dataset)
@@ -95,8 +97,13 @@ class ReportFiles(BaseModel):
     charts: list[Path]
 
 
-def build_report(records: CheckpointRecords, config: ReportConfig) -> EvaluationReport:
-    """Score every (checkpoint, dataset), bootstrap its F1s and compare it with the baseline."""
+def build_report(
+    records: CheckpointRecords,
+    config: ReportConfig,
+    baselines: dict[str, DatasetBaselines] | None = None,
+) -> EvaluationReport:
+    """Score every (checkpoint, dataset), bootstrap its F1s and compare it with the baseline
+    checkpoint; `baselines` (dataset -> shortcut baselines) are carried into the report as given."""
     checkpoints = list(records)
     if not checkpoints:
         raise UserError("a report needs predictions from at least one checkpoint")
@@ -110,6 +117,9 @@ def build_report(records: CheckpointRecords, config: ReportConfig) -> Evaluation
                 f"checkpoint {checkpoint!r}: dataset(s) {unknown} have no label set; "
                 f"configured datasets: {sorted(config.datasets)}"
             )
+    unknown_baselines = sorted(set(baselines or {}) - set(config.datasets))
+    if unknown_baselines:
+        raise UserError(f"baselines for dataset(s) {unknown_baselines} that the report does not configure")
     pairs = [(checkpoint, dataset) for checkpoint in checkpoints for dataset in records[checkpoint]]
     for checkpoint, dataset in pairs:
         counts = Counter(record.image_id for record in records[checkpoint][dataset])
@@ -130,6 +140,7 @@ def build_report(records: CheckpointRecords, config: ReportConfig) -> Evaluation
         checkpoints=checkpoints,
         results=results,
         generalization=generalization,
+        baselines=baselines or {},
     )
 
 

@@ -4,6 +4,7 @@ plus the averages and columns = checkpoints (the paper's Tables 5 and 6), best p
 from collections.abc import Callable, Sequence
 
 from evaluation.bootstrap import ConfidenceInterval, PairedDifference
+from evaluation.metrics import LabelSetScores
 from evaluation.report import EvaluationReport
 
 FLAG = "†"
@@ -84,7 +85,84 @@ def _dataset_section(report: EvaluationReport, dataset: str) -> list[str]:
             "scored 0 and kept in the macro average."
         )
     lines.append("")
+    return lines + _baselines_section(report, dataset)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _baselines_section(report: EvaluationReport, dataset: str) -> list[str]:
+    """The shortcut baselines of a dataset, then each checkpoint that does no better on real images
+    than on a blank one (or than a prevalence baseline): it reads label priors, not the image."""
+    baselines = report.baselines.get(dataset)
+    if baselines is None:
+        return []
+    lines = [
+        f"### Shortcut baselines on {dataset}",
+        "",
+        f"Prevalence from {baselines.prevalence_source}. A blank image is a uniform mid-gray film of the "
+        "dataset's typical size; each checkpoint's one answer on it is scored against every image's truth.",
+        "",
+        "| Shortcut | Macro F1 | Micro F1 | Jaccard | Fail rate | Predicts |",
+        "|---|---|---|---|---|---|",
+    ]
+    for baseline in baselines.prevalence:
+        if baseline.mode == "threshold":
+            name = f"Training prevalence above {baseline.threshold:g}, every image"
+            predicts = ", ".join(baseline.predicted_labels or []) or "nothing"
+        else:
+            name = f"Training prevalence, labels drawn at their rates (seed {baseline.seed})"
+            predicts = "each label with its training share"
+        lines.append(_baseline_row(name, baseline.scores, predicts))
+    for checkpoint, blank in baselines.blank_images.items():
+        answer = blank.answer
+        size = f", {answer.width}x{answer.height}" if answer else ""
+        if answer is None:
+            predicts = MISSING
+        elif answer.valid:
+            predicts = ", ".join(answer.pred) or "nothing"
+        else:
+            predicts = f"unparseable ({answer.parse_status})"
+        lines.append(_baseline_row(f"Blank image, {checkpoint}{size}", blank.scores, predicts))
+    lines.append("")
+    warnings = _prior_warnings(report, dataset)
+    if warnings:
+        lines += warnings + [""]
     return lines
+
+
+def _baseline_row(name: str, scores: LabelSetScores, predicts: str) -> str:
+    numbers = [scores.macro_f1, scores.micro_f1, scores.jaccard, scores.fail_rate]
+    return f"| {_cell(name)} | " + " | ".join(_number(v) for v in numbers) + f" | {_cell(predicts)} |"
+
+
+def _prior_warnings(report: EvaluationReport, dataset: str) -> list[str]:
+    baselines = report.baselines[dataset]
+    best_prevalence = max((b.scores.macro_f1 for b in baselines.prevalence), default=None)
+    warnings = []
+    for checkpoint in report.checkpoints:
+        result = report.result(checkpoint, dataset)
+        if result is None:
+            continue
+        macro = result.scores.macro_f1
+        blank = baselines.blank_images.get(checkpoint)
+        if (
+            blank is not None
+            and blank.answer is not None
+            and blank.answer.valid
+            and macro <= blank.scores.macro_f1
+        ):
+            warnings.append(
+                f"- **{checkpoint}** scores no better on real images (macro-F1 {macro:.3f}) than its answer on a "
+                f"blank image ({blank.scores.macro_f1:.3f}): it answers from label priors, not from the image."
+            )
+        elif best_prevalence is not None and macro <= best_prevalence:
+            warnings.append(
+                f"- **{checkpoint}** scores no better (macro-F1 {macro:.3f}) than the best prevalence "
+                f"baseline ({best_prevalence:.3f}), which never looks at an image."
+            )
+    return warnings
 
 
 def render_markdown(report: EvaluationReport, chart_files: Sequence[str] = ()) -> str:
