@@ -32,9 +32,78 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     )
     add_train_arguments(train)
     train.set_defaults(run=run_train)
+    add_plan_memory_parser(subcommands)
+
+
+def add_plan_memory_parser(subcommands: argparse._SubParsersAction) -> None:
+    plan = subcommands.add_parser(
+        "plan-memory",
+        help="itemise the GPU memory a run config needs and refuse one that does not fit",
+        description=(
+            "Budget one GPU shared by the rollout server (vLLM) and the trainer: base weights, LoRA slots, KV "
+            "cache, activation peaks (GRPO step and SFT step), CUDA context and margins, each against its "
+            "share (vLLM: rollout.engine.gpu_memory_utilization x GPU memory; trainer: the rest). Prints a "
+            "table and, last, one JSON line of totals; exits 1 with the numbers when a process does not fit."
+        ),
+    )
+    plan.add_argument(
+        "--config",
+        required=True,
+        help="run config YAML, or the name of a shipped one (e.g. medgemma-4b-a100)",
+    )
+    plan.add_argument(
+        "--gpu",
+        default="a100-80gb",
+        help="the GPU: a100-80gb (default), a100-40gb, h100-80gb, h200-141gb, l40s-48gb or a10g-24gb",
+    )
+    plan.add_argument(
+        "--arch",
+        choices=("medgemma-4b", "qwen2.5-vl-3b"),
+        help="architecture to plan for (default: read the model folder's config.json, else the model's name)",
+    )
+    plan.add_argument(
+        "--prompt-tokens",
+        type=int,
+        help="prompt length incl. image tokens (default: estimated from the format)",
+    )
+    plan.add_argument(
+        "--sft-target-tokens", type=int, help="longest SFT target in tokens (default: the GRPO max_tokens)"
+    )
+    plan.set_defaults(run=run_plan_memory)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from deploy.driver import run_from_args
 
     return run_from_args(args)
+
+
+def run_plan_memory(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deploy.config import RunConfig
+    from deploy.memory_plan import plan_memory
+    from deploy.memory_report import format_plan, totals_json
+    from shared.config import load_config
+    from shared.errors import UserError
+
+    path = Path(args.config)
+    shipped = Path(__file__).parent / "configs" / f"{args.config}.yaml"
+    if not path.exists() and shipped.is_file():
+        path = shipped
+    for option in ("prompt_tokens", "sft_target_tokens"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise UserError(f"--{option.replace('_', '-')} must be at least 1")
+    plan = plan_memory(
+        load_config(path, RunConfig),
+        args.gpu,
+        arch=args.arch,
+        prompt_tokens=args.prompt_tokens,
+        sft_target_tokens=args.sft_target_tokens,
+    )
+    print(format_plan(plan))
+    print(totals_json(plan), flush=True)
+    overflow = plan.overflow_message()
+    if overflow:
+        raise UserError(overflow)
+    return 0

@@ -169,7 +169,11 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
     inputs = prepare_inputs(config, run_dir)
     timings["prepare_s"] = time.perf_counter() - started
     with Placement.connect(config, inputs.model, address) as placement:
-        placement.start_replicas()  # engines load while SFT runs
+        placement.start_replicas()  # engines load while SFT runs (CPU)
+        if config.rollout.placement.num_gpus > 0:
+            # vLLM sizes its KV cache from the free GPU memory it measures at start-up; a trainer
+            # loading weights meanwhile would be counted as vLLM's own. Let the engines settle first.
+            placement.replica_urls()
         placement.start_reward_router()
         placement.start_trainer()
         sft_adapter = None

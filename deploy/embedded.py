@@ -34,8 +34,9 @@ def prepare_model(config: RunConfig, run_dir: Path) -> Path:
 
 
 def prepare_phantom_data(config: RunConfig, run_dir: Path) -> RunInputs:
-    """Phantoms -> patient-disjoint SFT / RL / validation sets (40 / 40 / 20 %) and the NIH-style
-    phantoms as the OOD set; SFT targets are synthetic (no teacher model in the demo)."""
+    """Phantoms -> patient-disjoint SFT / RL / validation sets (35 / 35 / 15 % of the pool; the slack
+    lets whole patients fall into one set) and the NIH-style phantoms as the OOD set; SFT targets
+    are synthetic (no teacher model in the demo)."""
     from dataprep.loading import LoadOptions
     from dataprep.mimic import load_mimic
     from dataprep.phantoms import make_phantoms
@@ -53,8 +54,7 @@ def prepare_phantom_data(config: RunConfig, run_dir: Path) -> RunInputs:
     root = data_dir / "phantoms"
     make_phantoms(root, n=phantoms.n, seed=phantoms.seed)
     pool = load_mimic(root / "mimic", LoadOptions(progress=False)).records
-    sizes = {"sft": int(len(pool) * 0.4), "rl": int(len(pool) * 0.4)}
-    sizes["val"] = len(pool) - sizes["sft"] - sizes["rl"]
+    sizes = {"sft": int(len(pool) * 0.35), "rl": int(len(pool) * 0.35), "val": max(4, int(len(pool) * 0.15))}
     sets = draw_split(pool, sizes, seed=phantoms.seed)
     write_manifest(with_synthetic_targets(sets["sft"], config.data.sft_format, seed=phantoms.seed), sft_path)
     write_manifest(sets["rl"], rl_path)

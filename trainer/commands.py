@@ -1,4 +1,5 @@
-"""`cxr-rl sft`: supervised fine-tuning of a LoRA adapter on SFT targets (GRPO's starting point)."""
+"""`cxr-rl sft` (supervised fine-tuning of a LoRA adapter, GRPO's starting point) and `cxr-rl grpo`
+(GRPO against running rollout servers, without the driver)."""
 
 import argparse
 
@@ -29,6 +30,76 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue the run in the output folder from its last finished epoch (same config required)",
     )
     sft.set_defaults(run=run_sft)
+    add_grpo_parser(subparsers)
+
+
+def add_grpo_parser(subparsers: argparse._SubParsersAction) -> None:
+    grpo = subparsers.add_parser(
+        "grpo",
+        help="GRPO against running rollout servers (normally started by `cxr-rl train`)",
+        description=(
+            "Run GRPO from a config against rollout servers already serving the base model (`cxr-rl serve`). "
+            "Each step samples G completions per X-ray from version k of the adapter, scores them, takes one "
+            "optimizer step and publishes version k+1 to every server over HTTP. The reward runs in this "
+            "process, or at an HTTP reward service when reward.spec is a URL. Most users run `cxr-rl train`, "
+            "which places all of this on a Ray cluster."
+        ),
+    )
+    grpo.add_argument(
+        "--config", required=True, metavar="FILE", help="YAML GRPO config (trainer/grpo_config.py)"
+    )
+    grpo.add_argument(
+        "--server", action="append", required=True, metavar="URL", help="rollout server URL (repeat)"
+    )
+    grpo.add_argument("--token", help="bearer token of the rollout servers (or env CXR_RL_API_TOKEN)")
+    grpo.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints, metrics.jsonl")
+    grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    grpo.set_defaults(run=run_grpo)
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from rewards.client import RewardClient
+    from rewards.registry import load_reward
+    from rollout_server.client import RolloutClient
+    from shared.config import load_config
+    from trainer.grpo import GrpoTrainer
+    from trainer.grpo_config import GrpoConfig
+    from trainer.rollouts import RolloutDispatcher
+    from trainer.sync import HttpAdapterPublisher
+
+    config = load_config(args.config, GrpoConfig)
+    token = args.token or os.environ.get("CXR_RL_API_TOKEN")
+    spec = config.reward.spec
+    rewards = (
+        RewardClient.for_url(spec)
+        if spec.startswith(("http://", "https://"))
+        else RewardClient.in_process(load_reward(spec, config.reward.config))
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    publisher = HttpAdapterPublisher([RolloutClient(url, token=token) for url in args.server])
+    trainer = GrpoTrainer(config, out, RolloutDispatcher(args.server, token=token), publisher, rewards)
+    trainer.setup(resume=args.resume)
+    with (
+        (out / "metrics.jsonl").open("a") as log,
+        tqdm(total=config.max_steps, initial=trainer.step_count, desc="GRPO") as bar,
+    ):
+
+        def record(metrics: dict) -> None:
+            log.write(json.dumps(metrics, default=str) + "\n")
+            log.flush()
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl']:.3g}")
+
+        trainer.train(on_step=record)
+    print(f"grpo: {trainer.step_count} steps; adapter checkpoints in {out / 'checkpoints'}")
+    return 0
 
 
 def run_sft(args: argparse.Namespace) -> int:

@@ -98,5 +98,7 @@ def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = Fals
     chosen = log_probs.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
     if not with_entropy:
         return chosen, None
-    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    with torch.no_grad():  # logged, not optimised: keeps no extra [G, T, V] tensor for backward
+        detached = log_probs.detach()
+        entropy = -(detached.exp() * detached).sum(-1)
     return chosen, entropy

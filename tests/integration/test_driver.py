@@ -53,7 +53,7 @@ class RayHead:
         self.temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # unix socket paths must stay short
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = ray_env()
         subprocess.run(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={self.port}", "--num-cpus=2",
              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
@@ -80,10 +80,18 @@ class RayHead:
         return pids
 
 
+def ray_env() -> dict[str, str]:
+    # Ray 2.60 enables token auth and keeps the token under the default temp dir; a private
+    # --temp-dir cluster on loopback needs none.
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
 def ray_call(address: str, code: str) -> str:
     """Run a few lines against the cluster from another process (this one may hold its own Ray)."""
     script = f"import ray\nray.init(address={address!r}, namespace='cxr-rl', log_to_driver=False)\n{code}"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ray_env()
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -106,7 +114,7 @@ def driver_run(tmp_path_factory):
     try:
         driver = subprocess.Popen(
             [sys.executable, "-m", "deploy.driver", "--config", str(config_path), "--address", head.address],
-            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=ray_env(),
         )  # fmt: skip
         kills = []
         deadline = time.monotonic() + 1500
