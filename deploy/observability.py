@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from shared.jsonl import JsonlLog
+
 EMA_SMOOTHING = 0.95
 
 
@@ -13,33 +15,17 @@ class RunMetrics:
     """`metrics.jsonl` (one object per step, flushed) and TensorBoard scalars in `tensorboard/`."""
 
     def __init__(self, run_dir: Path, resume_from_step: int | None = None):
-        self.path = run_dir / "metrics.jsonl"
-        if resume_from_step is not None:
-            self._drop_after(resume_from_step)
+        self.log_file = JsonlLog(run_dir / "metrics.jsonl")
+        if resume_from_step is not None:  # steps a crashed driver logged after its checkpoint are redone
+            self.log_file.keep(
+                lambda entry: entry.get("phase") != "grpo" or entry.get("step", 0) <= resume_from_step
+            )
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
-    def _drop_after(self, step: int) -> None:
-        """A crashed run may have logged steps after its last checkpoint; they are about to be redone."""
-        if not self.path.is_file():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cut short by the crash
-            if entry.get("phase") != "grpo" or entry.get("step", 0) <= step:
-                kept.append(line + "\n")
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text("".join(kept))
-        temporary.replace(self.path)
-
     def log(self, phase: str, step: int, values: dict[str, Any]) -> None:
-        entry = {"phase": phase, "step": step, **values}
-        with self.path.open("a") as out:
-            out.write(json.dumps(entry, default=str) + "\n")
+        self.log_file.append({"phase": phase, "step": step, **values})
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 self.writer.add_scalar(f"{phase}/{key}", value, step)

@@ -1,16 +1,15 @@
 """Predictions JSONL: one line per (checkpoint, dataset, image), written beside every report so a
 user can audit any number in it, and read back by `cxr-rl score` to recompute the metrics offline."""
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from evaluation.files import write_atomically
-from shared.config import describe_validation_error
 from shared.errors import UserError
+from shared.jsonl import read_jsonl_models
 from shared.labels import check_chexpert_labels
 
 
@@ -51,20 +50,7 @@ CheckpointRecords = dict[str, dict[str, list[PredictionRecord]]]
 
 def read_jsonl_records(path: str | Path, record_class: type[RecordT]) -> list[RecordT]:
     """Read one record per non-blank line; a bad line is an error naming file:line and the reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"predictions file not found: {path}")
-    records = []
-    with path.open() as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(record_class.model_validate(json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            except ValidationError as error:
-                raise UserError(f"{path}:{number}: {describe_validation_error(error)}") from None
+    records = read_jsonl_models(path, record_class, what="predictions file")
     if not records:
         raise UserError(f"{path}: no predictions in the file")
     return records

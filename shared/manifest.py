@@ -2,17 +2,15 @@
 and evaluation. One line per image: its path, CheXpert labels, source, split and (for SFT) the
 target text."""
 
-import json
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from shared.config import describe_validation_error
-from shared.errors import UserError
+from shared.jsonl import read_jsonl_models
 from shared.labels import check_chexpert_labels
 
 
@@ -39,21 +37,7 @@ class ManifestRecord(BaseModel):
 
 def read_manifest(path: str | Path) -> list[ManifestRecord]:
     """Read a JSONL manifest; a bad line is an error naming the file, the line and the reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"manifest not found: {path}")
-    records = []
-    with path.open() as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(ManifestRecord.model_validate(json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            except ValidationError as error:
-                raise UserError(f"{path}:{number}: {describe_validation_error(error)}") from None
-    return records
+    return read_jsonl_models(path, ManifestRecord, what="manifest")
 
 
 def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:

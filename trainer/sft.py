@@ -27,6 +27,7 @@ from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from shared.errors import UserError
+from shared.jsonl import JsonlLog
 from shared.manifest import ManifestRecord
 from shared.prompts import PromptRegistry, user_messages
 from trainer.checkpoint import capture_rng, restore_rng
@@ -201,14 +202,16 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
     optimizer = torch.optim.AdamW(parameters, lr=training.learning_rate, weight_decay=training.weight_decay)
     warmup = math.ceil(training.warmup_ratio * total_steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    metrics = MetricsLog(out / "metrics.jsonl")
+    metrics = JsonlLog(out / "metrics.jsonl")
     if saved:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         restore_rng(saved["rng"])  # dropout masks continue as in an uninterrupted run
-        metrics.keep_until(state.step, state.epoch)
+        metrics.keep(
+            lambda entry: entry.get("step", 0) <= state.step and entry.get("epoch", 0) <= state.epoch
+        )
     else:
-        metrics.clear()  # a resumed run that never finished an epoch starts over
+        metrics.path.unlink(missing_ok=True)  # a resumed run that never finished an epoch starts over
         state.initial_val_loss = validation_loss(model, val_loader, device, dtype)
         metrics.append({"kind": "initial", "step": 0, "epoch": 0, "val_loss": state.initial_val_loss})
 
@@ -369,33 +372,3 @@ def write_json_atomic(path: Path, data: Any) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(data, indent=2) + "\n")
     temporary.replace(path)
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line, flushed as written so a crash loses at most a line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def append(self, entry: dict[str, Any]) -> None:
-        with self.path.open("a") as out:
-            out.write(json.dumps(entry) + "\n")
-
-    def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-    def keep_until(self, step: int, epoch: int) -> None:
-        """Drop lines a crashed run wrote after its last checkpoint (they are about to be redone)."""
-        if not self.path.is_file():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by the crash
-            if entry.get("step", 0) <= step and entry.get("epoch", 0) <= epoch:
-                kept.append(line + "\n")
-        temporary = self.path.with_name(f".{self.path.name}.tmp")
-        temporary.write_text("".join(kept))
-        temporary.replace(self.path)
