@@ -73,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--address", default="auto", help="Ray cluster address (default: auto, the local cluster)"
     )
     swap.add_argument(
-        "--namespace", default=None, help="Ray namespace the training runs in (default: the driver's)"
+        "--namespace",
+        default="cxr-rl",
+        help="Ray namespace the training runs in (default: cxr-rl, the run config's `namespace` default)",
     )
     swap.set_defaults(run=run_swap)
 

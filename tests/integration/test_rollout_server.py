@@ -120,7 +120,7 @@ def test_logprobs_match_transformers_with_and_without_adapter(client, tiny_medge
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_medgemma)
-    image = png_bytes(noise_xray(3))
+    image = (server_data_root / phantom_paths(server_data_root, 1)[0]).read_bytes()  # a phantom X-ray
     request = RolloutRequest(items=[RolloutItem(image=ImageRef(b64=b64(image)))], n=4, max_tokens=16, seed=11)
 
     server = client.info()
