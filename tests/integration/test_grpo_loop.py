@@ -178,7 +178,9 @@ def mean_hard_reward(url, adapter_name, records, manifest_dir, seed):
 
 def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, rollout_actor, local_ray):
     """The learning check: SFT teaches the answer format, GRPO then raises the mean hard reward on
-    held-out phantoms above the SFT checkpoint's (both numbers are printed; seeds fixed)."""
+    held-out phantoms above the SFT checkpoint's (both numbers are printed; seeds fixed). Measured
+    while writing it: 0.138 after SFT (37.5% valid answers at T=0.8) and 0.196 after 16 GRPO steps
+    (55.6% valid); most of the gain is the answer format held more often."""
     from dataprep.loading import LoadOptions
     from dataprep.mimic import load_mimic
     from dataprep.phantoms import make_phantoms
@@ -196,7 +198,7 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
     from trainer.templates import with_synthetic_targets
 
     actor, url = rollout_actor
-    make_phantoms(tmp_path / "phantoms", n=120, seed=4)
+    make_phantoms(tmp_path / "phantoms", n=170, seed=4)
     pool = load_mimic(tmp_path / "phantoms" / "mimic", LoadOptions(progress=False)).records
     sets = draw_split(pool, {"sft": 48, "rl": 48, "held_out": 40}, seed=4)
     write_manifest(with_synthetic_targets(sets["sft"], "only_label", seed=4), tmp_path / "sft.jsonl")
@@ -206,7 +208,7 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
         {
             "model": str(tiny_medgemma),
             "data": {"train_manifest": str(tmp_path / "sft.jsonl"), "sft_format": "only_label"},
-            "training": {"learning_rate": 5e-3, "epochs": 3, "gradient_accumulation_steps": 2, "seed": 4},
+            "training": {"learning_rate": 5e-3, "epochs": 4, "gradient_accumulation_steps": 2, "seed": 4},
             "gradient_checkpointing": False,
             "progress": False,
         }
@@ -227,7 +229,7 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
             "batch_size": 4,
             "max_steps": LEARNING_STEPS,
             "sampling": {"group_size": 4, "max_tokens": 48},
-            "optim": {"lr": 2e-3},
+            "optim": {"lr": 5e-4},
             "adapter_name": "learning",
             "seed": 4,
             "gradient_checkpointing": False,
