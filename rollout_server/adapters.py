@@ -7,8 +7,10 @@ Designed around traps seen in the field:
   every scheduler step;
 - only versions still in use stay loaded: the latest of each name, and older ones until their
   in-flight requests finish;
-- a canary (prompt logprobs of a fixed prompt) must change from the previous version's before a
-  load is reported live;
+- a canary (prompt logprobs of a fixed prompt) proves a load live before it is reported: they must
+  match the logprobs the trainer computed for the same weights (sent with the update), or, for an
+  adapter loaded without them, change from the previous version's (a changed file whose outputs
+  do not change is indistinguishable from a load that did not take);
 - vLLM applies LoRA to the language model only for Gemma3 and Qwen-VL, so an adapter that
   targets the vision tower is refused rather than silently half-applied.
 """
@@ -44,6 +46,7 @@ class AdapterVersion:
     digest: str
     canary: list[float]
     canary_delta: float | None
+    canary_error: float | None = None
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
 
@@ -64,6 +67,7 @@ class AdapterVersion:
             loaded_at=self.loaded_at,
             in_flight=self.in_flight,
             canary_delta=self.canary_delta,
+            canary_error=self.canary_error,
         )
 
 
@@ -129,10 +133,19 @@ class AdapterRegistry:
         folder.mkdir(parents=True)
         return folder
 
-    async def load(self, name: str, folder: Path, version: int | None, owned: bool) -> AdapterVersion:
+    async def load(
+        self,
+        name: str,
+        folder: Path,
+        version: int | None,
+        owned: bool,
+        expected_canary: list[float] | None = None,
+        canary_tolerance: float = 1e-3,
+    ) -> AdapterVersion:
         """Load the adapter in `folder` as the next (or given) version of `name`.
 
         `owned`: the folder is ours (written from bytes) and is moved, not copied.
+        `expected_canary`: the sender's logprobs of the canary prompt under these weights.
         """
         started = time.perf_counter()
         if not _NAME_PATTERN.match(name):
@@ -160,7 +173,7 @@ class AdapterRegistry:
             try:
                 await self.engine.add_lora(adapter.lora_request())
                 if self.canary:
-                    await self._prove_live(adapter, previous)
+                    await self._prove_live(adapter, previous, expected_canary, canary_tolerance)
             except BaseException:
                 await self._drop(adapter)
                 raise
@@ -169,19 +182,40 @@ class AdapterRegistry:
         self.swap_seconds.append(time.perf_counter() - started)
         return adapter
 
-    async def _prove_live(self, adapter: AdapterVersion, previous: AdapterVersion | None) -> None:
+    async def _prove_live(
+        self,
+        adapter: AdapterVersion,
+        previous: AdapterVersion | None,
+        expected: list[float] | None,
+        tolerance: float,
+    ) -> None:
         adapter.canary = await self.engine.canary_logprobs(adapter.lora_request())
         reference = previous.canary if previous else self.engine.base_canary
-        if not reference:
+        if reference:
+            adapter.canary_delta = max(abs(a - b) for a, b in zip(adapter.canary, reference, strict=True))
+        if expected is not None:
+            if len(expected) != len(adapter.canary):
+                raise invalid(
+                    "canary_expected", f"{len(expected)} values for a {len(adapter.canary)}-token canary"
+                )
+            adapter.canary_error = max(abs(a - b) for a, b in zip(adapter.canary, expected, strict=True))
+            if adapter.canary_error > tolerance:
+                raise RequestError(
+                    500,
+                    "adapter",
+                    f"version {adapter.version} loaded but the canary's logprobs differ from the sender's by up "
+                    f"to {adapter.canary_error:.2e} (tolerance {tolerance:.0e}); the served weights are not the "
+                    "trained ones",
+                )
             return
-        adapter.canary_delta = max(abs(a - b) for a, b in zip(adapter.canary, reference, strict=True))
         same_weights = previous is not None and previous.digest == adapter.digest
-        if adapter.canary_delta < CANARY_MIN_DELTA and not same_weights and previous is not None:
+        if previous is not None and not same_weights and (adapter.canary_delta or 0.0) < CANARY_MIN_DELTA:
             raise RequestError(
                 500,
                 "adapter",
                 f"version {adapter.version} loaded but the canary's logprobs did not change from version "
-                f"{previous.version} (max delta {adapter.canary_delta:.2e}); the new weights are not live",
+                f"{previous.version} (max delta {adapter.canary_delta:.2e}); the new weights are not live "
+                "(send canary_expected with the update to prove it against the trainer's numbers instead)",
             )
 
     def acquire(self, selector: AdapterSelector) -> AdapterVersion | None:

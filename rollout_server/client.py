@@ -59,6 +59,8 @@ def _adapter_body(update: AdapterUpdate) -> dict[str, Any]:
         "version": update.version,
         "safetensors_b64": base64.b64encode(update.safetensors).decode(),
         "adapter_config": update.adapter_config,
+        "canary_expected": update.canary_expected,
+        "canary_tolerance": update.canary_tolerance,
     }
 
 

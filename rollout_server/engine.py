@@ -6,8 +6,7 @@ import uuid
 from typing import Any
 
 from rollout_server.config import EngineConfig
-
-CANARY_TOKENS = 24  # a fixed text-only prompt whose prompt logprobs fingerprint the live weights
+from shared.chat import CANARY_TOKEN_IDS
 
 
 def engine_args(config: EngineConfig) -> Any:
@@ -77,7 +76,7 @@ class RolloutEngine:
     async def canary_logprobs(self, lora_request: Any) -> list[float]:
         from vllm import SamplingParams
 
-        token_ids = [(7 * index + 11) % 97 + 10 for index in range(CANARY_TOKENS)]
+        token_ids = list(CANARY_TOKEN_IDS)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         output = await self.generate({"prompt_token_ids": token_ids}, params, lora_request)
         return [next(iter(entry.values())).logprob for entry in output.prompt_logprobs[1:]]

@@ -41,10 +41,11 @@ def default_adapter_dir() -> Path:
 class RolloutService:
     def __init__(self, config: ServerConfig):
         self.config = config
+        self._owned_adapter_dir: Path | None = None
         self.engine = RolloutEngine(config.engine)
         self.adapters = AdapterRegistry(
             self.engine,
-            config.adapter_dir or default_adapter_dir(),
+            config.adapter_dir or self._temporary_adapter_dir(),
             config.engine.max_lora_rank,
             config.canary,
         )
@@ -84,9 +85,15 @@ class RolloutService:
             image_attention=self.engine.image_attention(),
         )
 
+    def _temporary_adapter_dir(self) -> Path:
+        self._owned_adapter_dir = default_adapter_dir()
+        return self._owned_adapter_dir
+
     def shutdown(self) -> None:
         self.ready = False
         self.engine.shutdown()
+        if self._owned_adapter_dir is not None:  # adapters sent as bytes live only as long as we do
+            shutil.rmtree(self._owned_adapter_dir, ignore_errors=True)
 
     # ------------------------------------------------------------------------------------------
     # Rollouts
@@ -192,7 +199,10 @@ class RolloutService:
         folder = self.adapters.staging_folder(update.name)
         (folder / "adapter_model.safetensors").write_bytes(update.safetensors)
         (folder / "adapter_config.json").write_text(json.dumps(update.adapter_config))
-        return await self._load(update.name, folder, update.version, owned=True)
+        return await self._load(
+            update.name, folder, update.version, owned=True,
+            expected_canary=update.canary_expected, canary_tolerance=update.canary_tolerance,
+        )  # fmt: skip
 
     async def load_adapter_path(self, name: str, path: str, version: int | None) -> AdapterInfo:
         folder = Path(path)
@@ -200,9 +210,19 @@ class RolloutService:
             raise invalid("path", f"no adapter folder at {path}")
         return await self._load(name, folder, version, owned=False)
 
-    async def _load(self, name: str, folder: Path, version: int | None, owned: bool) -> AdapterInfo:
+    async def _load(
+        self,
+        name: str,
+        folder: Path,
+        version: int | None,
+        owned: bool,
+        expected_canary: list[float] | None = None,
+        canary_tolerance: float = 1e-3,
+    ) -> AdapterInfo:
         try:
-            adapter = await self.adapters.load(name, folder, version, owned)
+            adapter = await self.adapters.load(
+                name, folder, version, owned, expected_canary, canary_tolerance
+            )
         except RequestError:
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)

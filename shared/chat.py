@@ -55,3 +55,8 @@ def multimodal_placeholder_ids(model_dir: str) -> list[int]:
     """Token ids that stand for image (or video) slots in the model's config."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
     return sorted({int(config[key]) for key in PLACEHOLDER_KEYS if isinstance(config.get(key), int)})
+
+
+# A fixed text-only prompt whose prompt logprobs fingerprint the weights a server runs: the server
+# compares them across adapter versions, and the trainer sends what its own model gives for them.
+CANARY_TOKEN_IDS = tuple((7 * index + 11) % 97 + 10 for index in range(24))

@@ -128,6 +128,7 @@ class AdapterInfo(Strict):
     loaded_at: float
     in_flight: int = 0  # requests still being served by this version
     canary_delta: float | None = None  # max |logprob change| of the canary versus the previous version
+    canary_error: float | None = None  # max |served - trainer's| canary logprob, when the trainer sent them
 
 
 class AdapterList(Strict):
@@ -141,6 +142,11 @@ class AdapterUpdate(Strict):
     version: int | None = None  # None: the server assigns the next version
     safetensors: bytes  # peft's adapter_model.safetensors
     adapter_config: dict[str, Any]  # peft's adapter_config.json
+    # The trainer's logprobs of shared.chat.CANARY_TOKEN_IDS under these weights: the server must
+    # reproduce them within the tolerance before it reports the version live. Without them the
+    # server falls back to requiring a change from the previous version's canary.
+    canary_expected: list[float] | None = None
+    canary_tolerance: float = 1e-3
 
 
 # ----------------------------------------------------------------------------------------------

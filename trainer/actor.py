@@ -57,8 +57,6 @@ class TrainerActor:
         """Restart what Ray restarted (a new engine and port), reload `version` where it is missing."""
         import ray
 
-        from trainer.grpo import POLICY
-        from trainer.lora import adapter_update
         from trainer.rollouts import RolloutDispatcher
 
         urls = ray.get([replica.start.remote() for replica in self.replicas])
@@ -68,7 +66,7 @@ class TrainerActor:
             served = {(info.name, info.version) for info in ray.get(replica.adapters.remote())}
             if (name, version) in served:
                 continue
-            update = update or ray.put(adapter_update(self.grpo.model, POLICY, name, version))
+            update = update or ray.put(self.grpo.current_update())
             ray.get(replica.load_adapter.remote(update))
             self.events.append(
                 f"rollout replica {index} restarted at {urls[index]}; reloaded {name} v{version}"

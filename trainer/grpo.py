@@ -23,13 +23,13 @@ from shared.chat import multimodal_placeholder_ids, render_prompt
 from shared.images import decode_xray
 from shared.manifest import read_manifest
 from shared.prompts import PromptRegistry, user_messages
-from shared.schemas import AdapterSelector, RewardItem, RolloutResult
+from shared.schemas import AdapterSelector, AdapterUpdate, RewardItem, RolloutResult
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from trainer.grpo_config import GrpoConfig
 from trainer.grpo_data import RlSampler
 from trainer.grpo_loss import group_advantages, grpo_token_loss, token_weights
 from trainer.grpo_stats import StepStats
-from trainer.logprobs import completion_batch, move, prompt_inputs, token_logprobs
+from trainer.logprobs import canary_logprobs, completion_batch, move, prompt_inputs, token_logprobs
 from trainer.lora import adapter_update
 from trainer.model import load_policy, resolve_device, resolve_dtype
 from trainer.rollouts import RolloutDispatcher, rollout_item
@@ -38,6 +38,9 @@ from trainer.sync import AdapterPublisher
 log = logging.getLogger("cxr_rl.grpo")
 POLICY, REFERENCE = "policy", "reference"
 ROLLOUT_ATTEMPTS = 3
+# How closely the server's canary logprobs must match ours: float32 agrees to ~1e-6 on CPU; in bf16
+# two implementations differ by a few 1e-2.
+CANARY_TOLERANCE = {torch.float32: 1e-3}
 
 
 class InputMismatchError(RuntimeError):
@@ -147,13 +150,22 @@ class GrpoTrainer:
         progress = (step - optim.warmup_steps) / max(1, self.config.max_steps - optim.warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
-    def publish(self) -> float:
+    def current_update(self) -> AdapterUpdate:
+        """The policy LoRA as version `step_count`, with the canary logprobs the server must match."""
         update = adapter_update(self.model, POLICY, self.config.adapter_name, self.step_count)
+        update.canary_expected = canary_logprobs(self.model)
+        update.canary_tolerance = CANARY_TOLERANCE.get(self.dtype, 0.1)
+        return update
+
+    def publish(self) -> float:
+        """Publish version `step_count` to every replica; seconds from serialising to live."""
+        started = time.perf_counter()
+        update = self.current_update()
         result = self.publisher.publish(update)
         if result.version != self.step_count:
             raise RuntimeError(f"published version {self.step_count} but replicas report {result.version}")
         self.last_publish_bytes = result.bytes
-        return result.seconds
+        return time.perf_counter() - started
 
     def check_same_inputs(self) -> None:
         """One short rollout at start-up: the server's prompt token ids must equal ours."""

@@ -22,6 +22,8 @@ class AdapterLoadRequest(BaseModel):
     path: str | None = None
     safetensors_b64: str | None = None
     adapter_config: dict | None = None
+    canary_expected: list[float] | None = None  # see shared.schemas.AdapterUpdate
+    canary_tolerance: float = 1e-3
 
     @model_validator(mode="after")
     def _one_source(self) -> "AdapterLoadRequest":
@@ -43,6 +45,8 @@ async def load_adapter(body: AdapterLoadRequest, service: ReadyService) -> Adapt
         version=body.version,
         safetensors=decode_adapter_b64(body.safetensors_b64),
         adapter_config=body.adapter_config,
+        canary_expected=body.canary_expected,
+        canary_tolerance=body.canary_tolerance,
     )
     return await service.load_adapter_update(update)
 

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.support import ServerProcess
 
@@ -29,15 +28,12 @@ def rollout_server(tmp_path_factory, tiny_medgemma, server_data_root):
     config = {
         "engine": {"model": str(tiny_medgemma), "max_model_len": 2048, "max_loras": 4},
         "limits": {"max_body_bytes": 16_000_000, "max_image_bytes": 9_000_000, "max_n": 8, "max_items": 64},
-        "api_token": API_TOKEN,
         "data_root": str(server_data_root),
         "adapter_dir": str(folder / "adapters"),
     }
-    config_path = folder / "server.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    server = ServerProcess(config_path, folder / "server.log")
+    server = ServerProcess(config, folder, token=API_TOKEN)
     try:
-        server.wait_ready(API_TOKEN)
+        server.wait_ready()
         yield server
     finally:
         server.stop()

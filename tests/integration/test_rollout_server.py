@@ -161,20 +161,22 @@ def test_swap_while_16_requests_are_in_flight(rollout_server, tiny_medgemma):
 
     old = adapter_update(random_adapter(tiny_medgemma, seed=1), "policy", "swap", version=0)
     new = adapter_update(random_adapter(tiny_medgemma, seed=2), "policy", "swap", version=1)
-    image = b64(png_bytes(noise_xray(4)))
+    images = [b64(png_bytes(noise_xray(seed))) for seed in (4, 5)]
 
     async def scenario():
         async with AsyncRolloutClient(rollout_server.url, token=API_TOKEN, timeout_s=300) as client:
             await client.load_adapter(old)
+            # Two X-rays x 4 completions x up to 256 tokens: a request ends with its longest sample,
+            # so all 16 are still generating when the swap lands, however fast the machine.
             request = RolloutRequest(
-                items=[RolloutItem(image=ImageRef(b64=image))], n=4, max_tokens=96, seed=0,
-                adapter=AdapterSelector(name="swap"),
+                items=[RolloutItem(image=ImageRef(b64=image)) for image in images], n=4, max_tokens=256,
+                seed=0, adapter=AdapterSelector(name="swap"),
             )  # fmt: skip
             in_flight = [
                 asyncio.create_task(client.rollouts(request.model_copy(update={"seed": s})))
                 for s in range(16)
             ]
-            while queue_depth(rollout_server.url) < 16:  # every request holds version 0
+            while queue_depth(rollout_server.url) < 32:  # every request (2 items each) holds version 0
                 assert not any(task.done() for task in in_flight), "requests finished before the swap"
                 await asyncio.sleep(0.01)
             swapped = await client.load_adapter(new)
@@ -186,10 +188,10 @@ def test_swap_while_16_requests_are_in_flight(rollout_server, tiny_medgemma):
     swapped, before, after, listing = asyncio.run(scenario())
     assert swapped.version == 1
     assert len(before) == 16
-    for response in before:
-        versions = {completion.adapter_version for completion in response.results[0].completions}
-        assert versions == {0} and len(response.results[0].completions) == 4
-    assert {completion.adapter_version for completion in after.results[0].completions} == {1}
+    for response in before:  # nothing dropped, every completion on the version it started with
+        assert [len(result.completions) for result in response.results] == [4, 4]
+        assert {c.adapter_version for result in response.results for c in result.completions} == {0}
+    assert {c.adapter_version for result in after.results for c in result.completions} == {1}
     # Version 0 is unloaded once its requests are done; only the latest stays.
     assert [(info.name, info.version) for info in listing if info.name == "swap"] == [("swap", 1)]
 
@@ -267,3 +269,38 @@ def test_image_placeholder_tokens_are_never_sampled(client, tiny_medgemma):
     sampled = [token for result in response.results for c in result.completions for token in c.token_ids]
     assert len(sampled) > 800
     assert not placeholders.intersection(sampled)
+
+
+def test_canary_proves_the_served_weights_against_the_trainers(client, tiny_medgemma):
+    """An update that changes the file but not the outputs (a zero-gradient step under weight decay:
+    LoRA A moves, B stays 0) is indistinguishable from a load that did not take, unless the sender
+    says what the canary must read; with that, wrong weights are refused and right ones accepted."""
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from rollout_server.client import RolloutServerError
+    from trainer.logprobs import canary_logprobs
+    from trainer.lora import LoraSettings, adapter_update
+
+    base = AutoModelForImageTextToText.from_pretrained(tiny_medgemma, dtype=torch.float32)
+    model = get_peft_model(base, LoraSettings().peft_config(), adapter_name="policy").eval()  # B = 0
+    first = adapter_update(model, "policy", "canary", version=0)
+    first.canary_expected = canary_logprobs(model)
+    assert client.load_adapter(first).canary_error < 1e-4
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_A" in name:
+                parameter.mul_(0.99)  # new file, same outputs
+    blind = adapter_update(model, "policy", "canary", version=1)
+    with pytest.raises(RolloutServerError) as refused:
+        client.load_adapter(blind)
+    assert refused.value.status == 500 and "did not change" in refused.value.reason
+    proven = blind.model_copy(update={"canary_expected": canary_logprobs(model)})
+    assert client.load_adapter(proven).version == 1
+    wrong = adapter_update(model, "policy", "canary", version=2)
+    wrong.canary_expected = [value + 0.5 for value in canary_logprobs(model)]
+    with pytest.raises(RolloutServerError) as mismatch:
+        client.load_adapter(wrong)
+    assert mismatch.value.status == 500 and "differ from the sender's" in mismatch.value.reason
+    assert [info.version for info in client.adapters() if info.name == "canary"] == [1]
+    client.unload_adapter("canary")
