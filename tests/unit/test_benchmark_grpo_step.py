@@ -1,0 +1,93 @@
+"""The GRPO step benchmark's own parts: our reward as TRL calls it, the matched settings, the
+summaries, and (where TRL is installed) TRL's trainer timed step by step with ours in between."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from benchmarks._trl_grpo import reward_function
+from benchmarks.grpo_step import grpo_config, parse_args, trl_summary, use_trl
+from rewards.protocol import score_request
+from rewards.registry import load_reward
+from shared.schemas import RewardItem, RewardRequest
+
+GOOD = "<think>" + "The heart is enlarged. " * 40 + "</think>\n<solution>Cardiomegaly</solution>"
+
+
+def test_trl_reward_function_scores_as_our_reward_does():
+    config = {"min_tokens": 8}
+    score = reward_function("hard", config)
+    completions = [[{"role": "assistant", "content": text}] for text in (GOOD, "no format", GOOD)]
+    labels = [["Cardiomegaly"], ["Cardiomegaly"], ["Edema"]]
+    ids = [[1] * 300, [1] * 3, [1] * 300]
+    totals = score(prompts=[None] * 3, completions=completions, completion_ids=ids, labels=labels, extra=1)
+    items = [
+        RewardItem(text=c[0]["content"], n_tokens=len(i), labels=truth)
+        for c, i, truth in zip(completions, ids, labels, strict=True)
+    ]
+    expected = score_request(load_reward("hard", config), RewardRequest(batch_id="x", items=items)).totals
+    assert totals == expected
+    assert totals[0] > totals[2] and totals[0] > totals[1]  # right labels beat wrong ones and no format
+    assert score.__name__ == "hard_reward"
+
+
+def test_grpo_config_matches_the_arguments_and_never_checkpoints(tmp_path):
+    args = parse_args(["--batch-size", "3", "--group-size", "5", "--max-tokens", "12", "--min-tokens", "4"])
+    config = grpo_config(args, tmp_path / "model", tmp_path / "sft", tmp_path / "rl.jsonl")
+    assert (config.batch_size, config.sampling.group_size, config.sampling.max_tokens) == (3, 5, 12)
+    assert config.reward.config == {"min_tokens": 4} and config.sft_adapter == str(tmp_path / "sft")
+    assert config.checkpoint_every > 1000 and config.max_steps > 1000
+    assert (config.device, config.dtype, config.gradient_checkpointing) == ("cpu", "float32", False)
+
+
+def test_trl_summary_drops_the_warmup_and_derives_train_time():
+    times = SimpleNamespace(
+        step_s=[9.0, 4.0, 6.0],
+        rollout_s=[5.0, 2.0, 3.0],
+        reward_s=[1.0, 0.5, 0.5],
+        step_cpu_s=[3.0, 2.0, 2.0],
+        rollout_cpu_s=[1.0, 1.0, 1.0],
+        reward_cpu_s=[0.0, 0.0, 0.0],
+        completion_len_mean=[8.0, 16.0, 32.0],
+    )
+    summary = trl_summary(times, warmup=1)
+    assert summary["step_s"] == 5.0 and summary["rollout_s"] == 2.5 and summary["reward_s"] == 0.5
+    assert summary["train_s"] == 2.0 and summary["train_cpu_s"] == 1.0
+    assert summary["completion_len_mean"] == 24.0 and summary["steps"] == [4.0, 6.0]
+
+
+def test_trl_is_skipped_with_a_message_when_not_installed(monkeypatch, capsys):
+    import benchmarks._trl_grpo
+
+    assert use_trl(skip=True) is False
+    monkeypatch.setattr(benchmarks._trl_grpo, "trl_version", lambda: None)
+    assert use_trl(skip=False) is False
+    assert "TRL is not installed" in capsys.readouterr().err
+    monkeypatch.setattr(benchmarks._trl_grpo, "trl_version", lambda: "1.16.0")
+    assert use_trl(skip=False) is True
+
+
+@pytest.mark.parametrize(
+    "argv", [["--group-size", "1"], ["--steps", "0"], ["--warmup", "-1"], ["--torch-threads", "0"]]
+)
+def test_parse_args_refuses_settings_grpo_cannot_run(argv):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+
+def test_trl_steps_are_timed_with_our_turn_in_between(tiny_medgemma, phantom_root, tmp_path):
+    pytest.importorskip("trl", reason="TRL is the benchmark extra: pip install '.[bench]'")
+    from benchmarks._trl_grpo import run_trl
+
+    args = parse_args(["--batch-size", "1", "--group-size", "2", "--max-tokens", "4"])
+    manifest = phantom_root / "manifests" / "mimic_train.jsonl"
+    config = grpo_config(args, tiny_medgemma, tmp_path / "unused", manifest).model_copy(
+        update={"sft_adapter": None}
+    )
+    turns: list[int] = []
+    times = run_trl(config, tmp_path / "trl", steps=2, on_step=turns.append)
+    assert turns == [1, 2]
+    assert len(times.step_s) == len(times.rollout_s) == len(times.reward_s) == 2
+    for step, rollout, reward in zip(times.step_s, times.rollout_s, times.reward_s, strict=True):
+        assert 0 < rollout < step and 0 < reward < step
+    assert times.completion_len_mean and all(0 < n <= 4 for n in times.completion_len_mean)
