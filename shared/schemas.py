@@ -67,7 +67,7 @@ class RolloutItem(Strict):
 
 class SamplingSettings(Strict):
     n: Annotated[int, Field(ge=1)] = 4
-    temperature: Annotated[float, Field(ge=0.0)] = 0.8
+    temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8  # vLLM's own bounds
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     max_tokens: Annotated[int, Field(ge=1)] = 512
     seed: int | None = None

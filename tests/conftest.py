@@ -38,7 +38,9 @@ def phantom_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_cxr_dir() -> Path:
     if not (REAL_CXR_DIR / "00000001_000.png").is_file():
-        pytest.skip(f"real NIH chest X-rays not present (expected beside the project at {REAL_CXR_DIR.name}/)")
+        pytest.skip(
+            f"real NIH chest X-rays not present (expected beside the project at {REAL_CXR_DIR.name}/)"
+        )
     return REAL_CXR_DIR
 
 
@@ -54,6 +56,8 @@ def local_ray():
     import ray
 
     # address="local": a private cluster, never a `ray start` cluster that happens to run here
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="cxr-rl-tests", log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, namespace="cxr-rl-tests", log_to_driver=False
+    )
     yield ray
     ray.shutdown()

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from shared.ray_calls import get_through_restarts
 from trainer.grpo_config import GrpoConfig
 from trainer.sft_config import SftConfig
 
@@ -59,18 +60,31 @@ class TrainerActor:
 
         from trainer.rollouts import RolloutDispatcher
 
-        urls = ray.get([replica.start.remote() for replica in self.replicas])
+        urls = [
+            get_through_restarts(replica.start.remote, "starting a rollout replica")
+            for replica in self.replicas
+        ]
         name = self.grpo.config.adapter_name
         update = None
         for index, replica in enumerate(self.replicas):
-            served = {(info.name, info.version) for info in ray.get(replica.adapters.remote())}
-            if (name, version) in served:
+            served = {
+                (info.name, info.version)
+                for info in get_through_restarts(replica.adapters.remote, "listing adapters")
+            }
+            if (name, version) not in served:
+                update = update or ray.put(self.grpo.current_update())
+                get_through_restarts(
+                    lambda r=replica, u=update: r.load_adapter.remote(u), "reloading an adapter"
+                )
+                self.events.append(
+                    f"rollout replica {index} restarted at {urls[index]}; reloaded {name} v{version}"
+                )
+            elif urls[index] != self.grpo.rollouts.clients[index].base_url:
+                self.events.append(
+                    f"rollout replica {index} restarted at {urls[index]}; it already serves v{version}"
+                )
+            else:
                 continue
-            update = update or ray.put(self.grpo.current_update())
-            ray.get(replica.load_adapter.remote(update))
-            self.events.append(
-                f"rollout replica {index} restarted at {urls[index]}; reloaded {name} v{version}"
-            )
             log.warning(self.events[-1])
         self.grpo.rollouts.close()
         self.grpo.rollouts = RolloutDispatcher(urls)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared.ray_calls import get_through_restarts
 from shared.schemas import AdapterInfo, AdapterUpdate
 
 
@@ -51,9 +52,11 @@ class RayAdapterPublisher:
         )
 
     def forget(self, name: str) -> None:
-        import ray
 
-        ray.get([replica.forget_adapter.remote(name) for replica in self.replicas], timeout=self.timeout_s)
+        for replica in self.replicas:
+            get_through_restarts(
+                lambda r=replica: r.forget_adapter.remote(name), "unloading an adapter", self.timeout_s
+            )
 
 
 class HttpAdapterPublisher:

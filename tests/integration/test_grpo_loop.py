@@ -35,9 +35,20 @@ def sft_adapter(tiny_medgemma, tmp_path_factory):
     return folder / "policy" if (folder / "policy").is_dir() else folder
 
 
-def grpo_trainer(run_dir, name, tiny_medgemma, phantom_root, sft_adapter, actor, url, local_ray):
-    from rewards.client import RewardClient
+@pytest.fixture(scope="module")
+def reward_router(local_ray):
+    """The reward router and its worker, removed again so other modules can name their own."""
     from rewards.router import start_router
+
+    router = start_router("hard", {"min_tokens": 8})
+    yield router
+    worker = local_ray.get(router.current.remote()).actor
+    local_ray.kill(router)
+    local_ray.kill(worker)
+
+
+def grpo_trainer(run_dir, name, tiny_medgemma, phantom_root, sft_adapter, actor, url, router):
+    from rewards.client import RewardClient
     from trainer.grpo import GrpoTrainer
     from trainer.grpo_config import GrpoConfig
     from trainer.rollouts import RolloutDispatcher
@@ -58,10 +69,6 @@ def grpo_trainer(run_dir, name, tiny_medgemma, phantom_root, sft_adapter, actor,
             "gradient_checkpointing": False,
         }
     )
-    try:
-        router = local_ray.get_actor("reward-router")
-    except ValueError:
-        router = start_router("hard", {"min_tokens": 8})
     return GrpoTrainer(
         config,
         run_dir,
@@ -72,11 +79,11 @@ def grpo_trainer(run_dir, name, tiny_medgemma, phantom_root, sft_adapter, actor,
 
 
 def test_three_grpo_steps_with_live_adapter_sync(
-    tmp_path, tiny_medgemma, phantom_root, sft_adapter, rollout_actor, local_ray
+    tmp_path, tiny_medgemma, phantom_root, sft_adapter, rollout_actor, local_ray, reward_router
 ):
     actor, url = rollout_actor
     trainer = grpo_trainer(
-        tmp_path / "run", "e2e", tiny_medgemma, phantom_root, sft_adapter, actor, url, local_ray
+        tmp_path / "run", "e2e", tiny_medgemma, phantom_root, sft_adapter, actor, url, reward_router
     )
     trainer.setup()
     versions = [
@@ -111,22 +118,22 @@ def test_three_grpo_steps_with_live_adapter_sync(
 
 
 def test_resume_after_step_two_matches_an_uninterrupted_run(
-    tmp_path, tiny_medgemma, phantom_root, sft_adapter, rollout_actor, local_ray
+    tmp_path, tiny_medgemma, phantom_root, sft_adapter, rollout_actor, local_ray, reward_router
 ):
     actor, url = rollout_actor
     whole = grpo_trainer(
-        tmp_path / "whole", "whole", tiny_medgemma, phantom_root, sft_adapter, actor, url, local_ray
+        tmp_path / "whole", "whole", tiny_medgemma, phantom_root, sft_adapter, actor, url, reward_router
     )
     whole.setup()
     whole.train()
     interrupted = grpo_trainer(
-        tmp_path / "parts", "parts", tiny_medgemma, phantom_root, sft_adapter, actor, url, local_ray
+        tmp_path / "parts", "parts", tiny_medgemma, phantom_root, sft_adapter, actor, url, reward_router
     )
     interrupted.setup()
     interrupted.train(stop_after=2)
     del interrupted
     resumed = grpo_trainer(
-        tmp_path / "parts", "parts", tiny_medgemma, phantom_root, sft_adapter, actor, url, local_ray
+        tmp_path / "parts", "parts", tiny_medgemma, phantom_root, sft_adapter, actor, url, reward_router
     )
     resumed.setup(resume=True)
     assert resumed.step_count == 2

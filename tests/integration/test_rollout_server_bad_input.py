@@ -67,6 +67,12 @@ CASES = {
     ),
     "n below 1": ({"items": [good_item()], "n": 0}, 422, "n", "greater than or equal to 1"),
     "n over limit": ({"items": [good_item()], "n": 9}, 422, "n", "limit"),
+    "temperature over vLLM's bound": (
+        {"items": [good_item()], "temperature": 3.0},
+        422,
+        "temperature",
+        "less than or equal to 2",
+    ),
     "max_tokens over model length": (
         {"items": [good_item()], "max_tokens": 4096},
         422,
