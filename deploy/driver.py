@@ -20,6 +20,7 @@ from deploy.observability import RunMetrics, evaluation_curve, read_metrics, tra
 from deploy.placement import Placement
 from deploy.run_summary import write_run_summary
 from deploy.validation import TrainingValidation
+from evaluation.runner import UnreachableServer
 from shared.config import load_config
 from shared.schemas import AdapterSelector
 
@@ -106,12 +107,19 @@ def run_grpo(
     checkpoint_dir = run_dir / "grpo" / "checkpoints"
 
     def evaluate(at_step: int) -> None:
+        nonlocal urls
         if not validation.enabled:
             return
         adapter_folder = checkpoint_dir / f"step-{at_step:06d}" / "adapter" if at_step else sft_adapter
-        point = validation.evaluate(
-            urls[0], at_step, AdapterSelector(name=grpo_config.adapter_name, version=at_step), adapter_folder
-        )
+        adapter = AdapterSelector(name=grpo_config.adapter_name, version=at_step)
+        try:
+            point = validation.evaluate(urls[0], at_step, adapter, adapter_folder)
+        except UnreachableServer as error:  # a replica died between steps: bring it back, retry once
+            log.warning("validation at step %d: %s; recovering the replicas", at_step, error)
+            for event in ray.get(placement.trainer.recover_replicas.remote()):
+                log.warning(event)
+            urls = placement.replica_urls()
+            point = validation.evaluate(urls[0], at_step, adapter, adapter_folder)
         metrics.log("eval", at_step, point)
 
     if not any(point["step"] == step for point in validation.points):
@@ -185,6 +193,7 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
         outcome = run_grpo(placement, config, inputs, run_dir, sft_adapter, resume)
         timings["grpo_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
+        outcome["urls"] = placement.replica_urls()  # current even if a replica restarted at the end
         finish(run_dir, config, outcome, timings)
         timings["report_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started

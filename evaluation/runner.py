@@ -154,6 +154,11 @@ def pin_checkpoints(client: RolloutClient, checkpoints: Sequence[Checkpoint]) ->
     return pinned
 
 
+class UnreachableServer(UserError):
+    """The rollout server did not answer at all (down, restarting, wrong address): worth a retry
+    by a caller that can bring it back, unlike a refusal."""
+
+
 def server_error(client: RolloutClient, error: Exception, where: str = "") -> UserError:
     """A refusal or a network failure as a one-line error naming the server (and where it struck)."""
     prefix = f"{where}: " if where else ""
@@ -161,7 +166,7 @@ def server_error(client: RolloutClient, error: Exception, where: str = "") -> Us
         if error.status in (401, 403):
             return UserError(f"{client.base_url} refused the API token (give the right one with --token)")
         return UserError(f"{prefix}{client.base_url} answered {error.status}: {error.field}: {error.reason}")
-    return UserError(f"{prefix}cannot reach the rollout server at {client.base_url} ({error})")
+    return UnreachableServer(f"{prefix}cannot reach the rollout server at {client.base_url} ({error})")
 
 
 def load_adapter_folder(client: RolloutClient, name: str, folder: str | Path) -> AdapterSelector:

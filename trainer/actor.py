@@ -54,6 +54,13 @@ class TrainerActor:
         metrics["events"], self.events = self.events, []
         return metrics
 
+    def recover_replicas(self) -> list[str]:
+        """For the driver when a replica stopped answering outside a step: wait for Ray's restart,
+        reload the current version there, and return what happened (the URLs are then current)."""
+        self._recover_replicas(self.grpo.step_count)
+        events, self.events = self.events, []
+        return events
+
     def _recover_replicas(self, version: int) -> None:
         """Restart what Ray restarted (a new engine and port), reload `version` where it is missing."""
         import ray

@@ -32,7 +32,9 @@ def test_rollout_benchmark_measures_every_path_and_stops_what_it_started(tiny_me
             children = psutil.Process(process.pid).children(recursive=True)
         for child in children:
             with contextlib.suppress(psutil.Error):  # a child ended (or is a zombie) meanwhile
-                descendants[child.pid] = (child, " ".join(child.cmdline()))  # latest: after fork, exec
+                cmdline = " ".join(child.cmdline())  # empty for a zombie: keep what it ran
+                if cmdline:
+                    descendants[child.pid] = (child, cmdline)  # latest: after fork, exec
         time.sleep(1)
     stdout = out_path.read_text()
     assert process.returncode == 0, err_path.read_text()[-3000:]
