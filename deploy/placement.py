@@ -13,7 +13,7 @@ from typing import Any
 
 from deploy.config import RunConfig
 from shared.errors import UserError
-from shared.ray_calls import get_through_restarts
+from shared.ray_calls import connect_to_cluster, get_through_restarts
 
 log = logging.getLogger("cxr_rl.driver")
 
@@ -33,7 +33,7 @@ class Placement:
             if address == "local":
                 ray.init(namespace=config.namespace, include_dashboard=False, log_to_driver=False)
             else:
-                ray.init(address=address, namespace=config.namespace, log_to_driver=False)
+                connect_to_cluster(address, config.namespace, log_to_driver=False)
         except ConnectionError as error:
             raise UserError(
                 f"no Ray cluster at {address!r} ({error}); start one with `ray start --head`, "

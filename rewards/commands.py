@@ -185,11 +185,12 @@ def run_swap(args: argparse.Namespace) -> int:
     import ray
 
     from rewards.router import swap_reward
+    from shared.ray_calls import connect_to_cluster
 
     config = read_reward_config(args.config)
     check_reachable(args.address)
     try:
-        ray.init(address=args.address, namespace=args.namespace, log_to_driver=False, logging_level="ERROR")
+        connect_to_cluster(args.address, args.namespace, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UserError(f"no running Ray cluster at {args.address!r}: {str(error).splitlines()[0]}") from None
     try:

@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from shared.ray_calls import get_through_restarts
+from shared.ray_calls import get_all_through_restarts, get_through_restarts
 from trainer.grpo_config import GrpoConfig
 from trainer.sft_config import SftConfig
 
@@ -29,7 +29,6 @@ class TrainerActor:
     def setup_grpo(
         self, config: GrpoConfig, run_dir: str, replicas: list[Any], router: Any, resume: bool = False
     ) -> dict[str, Any]:
-        import ray
 
         from rewards.client import RewardClient
         from trainer.grpo import GrpoTrainer
@@ -37,7 +36,9 @@ class TrainerActor:
         from trainer.sync import RayAdapterPublisher
 
         self.replicas = replicas
-        urls = ray.get([replica.start.remote() for replica in replicas])
+        urls = get_all_through_restarts(
+            [replica.start.remote for replica in replicas], "starting the rollout replicas"
+        )
         self.grpo = GrpoTrainer(
             config,
             Path(run_dir),

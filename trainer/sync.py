@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.ray_calls import get_through_restarts
+from shared.ray_calls import get_all_through_restarts, get_through_restarts
 from shared.schemas import AdapterInfo, AdapterUpdate
 
 
@@ -43,8 +43,10 @@ class RayAdapterPublisher:
 
         started = time.perf_counter()
         reference = ray.put(update)
-        infos = ray.get(
-            [replica.load_adapter.remote(reference) for replica in self.replicas], timeout=self.timeout_s
+        infos = get_all_through_restarts(
+            [lambda r=replica: r.load_adapter.remote(reference) for replica in self.replicas],
+            "publishing an adapter",
+            self.timeout_s,
         )
         version = _check_versions(infos, update)
         return PublishResult(

@@ -6,6 +6,7 @@ once, and say in its log what was restarted."""
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -53,7 +54,10 @@ class RayHead:
         self.temp_dir = tempfile.mkdtemp(prefix="r", dir="/tmp")  # unix socket paths must stay short
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        env = ray_env()
+        token = Path(self.temp_dir) / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        self.env = ray_env(str(token))
+        env = self.env
         subprocess.run(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={self.port}", "--num-cpus=2",
              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
@@ -80,18 +84,24 @@ class RayHead:
         return pids
 
 
-def ray_env() -> dict[str, str]:
-    # Ray 2.60 enables token auth and keeps the token under the default temp dir; a private
-    # --temp-dir cluster on loopback needs none.
-    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+def ray_env(token_path: str) -> dict[str, str]:
+    """The users' case: `ray start` finds a token on the machine and turns token auth on; the
+    driver, given the address explicitly, must still get in. (A private token file, so the
+    machine's own `~/.ray` is left alone.)"""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN_PATH": token_path}
+    env.pop("RAY_AUTH_MODE", None)
+    return env
 
 
-def ray_call(address: str, code: str) -> str:
+def ray_call(head: RayHead, code: str) -> str:
     """Run a few lines against the cluster from another process (this one may hold its own Ray)."""
-    script = f"import ray\nray.init(address={address!r}, namespace='cxr-rl', log_to_driver=False)\n{code}"
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=ray_env()
+    script = (
+        f"import ray\nray.init(address={head.address!r}, namespace='cxr-rl', log_to_driver=False)\n{code}"
     )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+        env={**head.env, "RAY_AUTH_MODE": "token"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -114,18 +124,18 @@ def driver_run(tmp_path_factory):
     try:
         driver = subprocess.Popen(
             [sys.executable, "-m", "deploy.driver", "--config", str(config_path), "--address", head.address],
-            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=ray_env(),
+            cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=head.env,
         )  # fmt: skip
         kills = []
         deadline = time.monotonic() + 1500
         while driver.poll() is None and time.monotonic() < deadline:
             done = len(grpo_steps(run_dir))
             if done >= 1 and "reward worker" not in kills:
-                ray_call(head.address, "target = ray.get(ray.get_actor('reward-router').current.remote())\n"
+                ray_call(head, "target = ray.get(ray.get_actor('reward-router').current.remote())\n"
                          "ray.kill(target.actor, no_restart=False)")  # fmt: skip
                 kills.append("reward worker")
             if done >= 3 and "rollout replica" not in kills:
-                ray_call(head.address, "ray.kill(ray.get_actor('e2e-rollout-0'), no_restart=False)")
+                ray_call(head, "ray.kill(ray.get_actor('e2e-rollout-0'), no_restart=False)")
                 kills.append("rollout replica")
             time.sleep(1)
         if driver.poll() is None:
