@@ -62,6 +62,9 @@ def write_run_summary(
         ]
         warnings = [p["early_warning"] for p in points if p.get("early_warning")]
         lines += [f"- **early warning**: {warning}" for warning in warnings]
+        unparseable = unparseable_warning(points)
+        if unparseable:
+            lines += [f"- **warning**: {unparseable}"]
     if selection:
         chosen = selection["chosen"]
         lines += [
@@ -102,3 +105,15 @@ def write_run_summary(
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def unparseable_warning(points: list[dict[str, Any]], threshold: float = 0.5) -> str | None:
+    """Scores mean little when most answers could not be parsed: say so beside them."""
+    last = max(points, key=lambda p: p["step"])
+    if last["id_fail_rate"] < threshold:
+        return None
+    return (
+        f"{last['id_fail_rate']:.0%} of the validation answers at step {last['step']} broke the answer "
+        "format (see parse_status in evaluation/final/predictions.jsonl); the F1 figures above reflect "
+        "that, not the model's reading of the images. More SFT usually fixes it."
+    )
