@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import RunConfig
+from rollout_server.actor import replica_urls
 from shared.errors import UserError
 from shared.ray_calls import connect_to_cluster, get_through_restarts
 
@@ -75,10 +76,7 @@ class Placement:
             self.replicas.append(actor)
 
     def replica_urls(self) -> list[str]:
-        return [
-            get_through_restarts(replica.start.remote, "starting a rollout replica")
-            for replica in self.replicas
-        ]
+        return replica_urls(self.replicas)
 
     def start_reward_router(self) -> None:
         import ray

@@ -5,7 +5,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from shared.ray_calls import get_all_through_restarts, get_through_restarts
+from rollout_server.actor import replica_urls
+from shared.ray_calls import get_through_restarts
 from trainer.grpo_config import GrpoConfig
 from trainer.sft_config import SftConfig
 
@@ -36,9 +37,7 @@ class TrainerActor:
         from trainer.sync import RayAdapterPublisher
 
         self.replicas = replicas
-        urls = get_all_through_restarts(
-            [replica.start.remote for replica in replicas], "starting the rollout replicas"
-        )
+        urls = replica_urls(replicas)
         self.grpo = GrpoTrainer(
             config,
             Path(run_dir),
@@ -68,10 +67,7 @@ class TrainerActor:
 
         from trainer.rollouts import RolloutDispatcher
 
-        urls = [
-            get_through_restarts(replica.start.remote, "starting a rollout replica")
-            for replica in self.replicas
-        ]
+        urls = replica_urls(self.replicas)
         name = self.grpo.config.adapter_name
         update = None
         for index, replica in enumerate(self.replicas):
