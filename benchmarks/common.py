@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from shared.atomic_files import replace_folder
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 WEIGHT_INDEX = "model.safetensors.index.json"
 
@@ -151,9 +153,7 @@ def save_merged_model(peft_model: Any, base_dir: Path, out: Path) -> Path:
                 shutil.copy2(path, staging / path.name)
         merged.save_pretrained(staging)
         _align_tensor_names(staging, base_dir)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from dataprep.atomic_files import write_text_atomic
+from shared.atomic_files import write_atomically
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     # One combination per line keeps the committed file small and its diffs readable.
     rows = ",\n".join("    " + json.dumps(entry) for entry in table.pop("combinations"))
     head = json.dumps(table, indent=2)[:-2]
-    write_text_atomic(args.out, f'{head},\n  "combinations": [\n{rows}\n  ]\n}}\n')
+    write_atomically(args.out, f'{head},\n  "combinations": [\n{rows}\n  ]\n}}\n')
     print(
         f"{args.out}: {rows.count(chr(10)) + 1} combinations covering {table['coverage']:.1%} of frontal images"
     )

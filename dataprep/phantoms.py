@@ -13,7 +13,6 @@ import numpy as np
 from pydantic import BaseModel
 from tqdm import tqdm
 
-from dataprep.atomic_files import write_bytes_atomic, write_csv_atomic, write_text_atomic
 from dataprep.phantom_images import INSTITUTION_STYLES, FilmStyler, quantize, render_frontal, render_lateral
 from dataprep.phantom_manifests import write_phantom_manifests
 from dataprep.phantom_plan import (
@@ -24,6 +23,7 @@ from dataprep.phantom_plan import (
     plan_case,
     subject_layout,
 )
+from shared.atomic_files import write_atomically, write_csv_atomically
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS
 
@@ -112,7 +112,7 @@ def make_phantoms(
     write_mimic_tables(out / "mimic", cases, size)
     write_chexpert_tables(out / "chexpert", cases)
     write_nih_tables(out / "nih", cases, size)
-    write_text_atomic(out / "phantom_truth.jsonl", "".join(case.model_dump_json() + "\n" for case in cases))
+    write_atomically(out / "phantom_truth.jsonl", "".join(case.model_dump_json() + "\n" for case in cases))
     manifests = write_phantom_manifests(out)
     positives = Counter(label for case in cases for label in case.positives)
     summary = PhantomSummary(
@@ -125,7 +125,7 @@ def make_phantoms(
         positives={label: positives[label] for label in CHEXPERT_LABELS},
         seconds=round(time.perf_counter() - started, 2),
     )
-    write_text_atomic(out / "phantoms.json", summary.model_dump_json(indent=2) + "\n")
+    write_atomically(out / "phantoms.json", summary.model_dump_json(indent=2) + "\n")
     return summary
 
 
@@ -149,19 +149,19 @@ def write_case_images(
         levels = lateral if view == "lateral" else frontal
         # The extra AP film of a study is a second exposure: its own noise.
         film_noise = noise[::-1] if view == "extra_ap" else noise
-        write_bytes_atomic(study_dir / f"{dicom}.jpg", stylers["mimic"].encode(levels, film_noise))
+        write_atomically(study_dir / f"{dicom}.jpg", stylers["mimic"].encode(levels, film_noise))
         written["mimic"] += 1
 
     frontal_path = out / "chexpert" / case.chexpert_path
-    write_bytes_atomic(frontal_path, stylers["chexpert"].encode(frontal, noise))
+    write_atomically(frontal_path, stylers["chexpert"].encode(frontal, noise))
     written["chexpert"] += 1
     if case.chexpert_lateral:
-        write_bytes_atomic(
+        write_atomically(
             frontal_path.with_name("view2_lateral.jpg"), stylers["chexpert"].encode(lateral, noise)
         )
         written["chexpert"] += 1
 
-    write_bytes_atomic(
+    write_atomically(
         out / "nih" / nih_image_folder(case) / case.nih_image, stylers["nih"].encode(frontal, noise)
     )
     written["nih"] += 1
@@ -190,7 +190,7 @@ def write_mimic_tables(root: Path, cases: list[PhantomCase], size: int) -> None:
         ]
         for case in cases
     ]
-    write_csv_atomic(
+    write_csv_atomically(
         root / "mimic-cxr-2.0.0-chexpert.csv", ["subject_id", "study_id", *MIMIC_LABEL_COLUMNS], labels
     )
     metadata, split = [], []
@@ -210,8 +210,8 @@ def write_mimic_tables(root: Path, cases: list[PhantomCase], size: int) -> None:
                  120000.0, "CHEST (PA AND LAT)", orientation, "Erect"]
             )  # fmt: skip
             split.append([dicom, case.mimic_study_id, case.mimic_subject_id, case.mimic_split])
-    write_csv_atomic(root / "mimic-cxr-2.0.0-metadata.csv", MIMIC_METADATA_COLUMNS, metadata)
-    write_csv_atomic(
+    write_csv_atomically(root / "mimic-cxr-2.0.0-metadata.csv", MIMIC_METADATA_COLUMNS, metadata)
+    write_csv_atomically(
         root / "mimic-cxr-2.0.0-split.csv", ["dicom_id", "study_id", "subject_id", "split"], split
     )
 
@@ -226,7 +226,7 @@ def write_chexpert_tables(root: Path, cases: list[PhantomCase]) -> None:
             if case.chexpert_lateral:
                 lateral = case.chexpert_path.replace("view1_frontal", "view2_lateral")
                 rows.append([lateral, case.sex, case.age, "Lateral", "", *values])
-        write_csv_atomic(root / f"{split}.csv", header, rows)
+        write_csv_atomically(root / f"{split}.csv", header, rows)
 
 
 def write_nih_tables(root: Path, cases: list[PhantomCase], size: int) -> None:
@@ -235,7 +235,7 @@ def write_nih_tables(root: Path, cases: list[PhantomCase], size: int) -> None:
          case.sex[0], case.frontal_view, size, size, 0.143, 0.143]
         for case in cases
     ]  # fmt: skip
-    write_csv_atomic(root / "Data_Entry_2017.csv", NIH_COLUMNS, rows)
+    write_csv_atomically(root / "Data_Entry_2017.csv", NIH_COLUMNS, rows)
     for split, name in (("train_val", "train_val_list.txt"), ("test", "test_list.txt")):
         names = [case.nih_image for case in cases if case.nih_split == split]
-        write_text_atomic(root / name, "".join(f"{image}\n" for image in names))
+        write_atomically(root / name, "".join(f"{image}\n" for image in names))

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from dataprep.atomic_files import write_text_atomic
 from dataprep.loading import LoadOptions
 from dataprep.mimic import load_mimic
+from shared.atomic_files import write_atomically
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS
 from shared.manifest import ManifestRecord, write_manifest
@@ -80,7 +80,7 @@ def split_mimic(mimic_root: Path, out: Path, config: SplitConfig) -> SplitReport
         patients={name: len({patient_of(record) for record in records}) for name, records in sets.items()},
         positives={name: label_counts(records) for name, records in sets.items()},
     )
-    write_text_atomic(out / "split_report.json", json.dumps(report.model_dump(), indent=2) + "\n")
+    write_atomically(out / "split_report.json", json.dumps(report.model_dump(), indent=2) + "\n")
     return report
 
 

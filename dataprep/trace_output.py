@@ -12,7 +12,7 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from dataprep.atomic_files import write_text_atomic
+from shared.atomic_files import write_atomically
 from shared.config import describe_validation_error
 from shared.errors import UserError
 from shared.manifest import ManifestRecord
@@ -134,4 +134,4 @@ class JsonlAppender:
 
 
 def write_rejections(rejections: Iterable[TraceRejection], path: Path) -> Path:
-    return write_text_atomic(path, "".join(rejection.model_dump_json() + "\n" for rejection in rejections))
+    return write_atomically(path, "".join(rejection.model_dump_json() + "\n" for rejection in rejections))

@@ -368,8 +368,8 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=args.bootstrap_seed,
         valid_only=args.valid_only,
     )
-    from evaluation.files import write_atomically
     from evaluation.records import flatten_checkpoint_records, write_prediction_records
+    from shared.atomic_files import write_atomically
 
     # The predictions first: should the report fail (e.g. --valid-only and nothing parsed), the
     # server's work is still on disk for `cxr-rl report`.

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from evaluation.files import write_atomically
+from shared.atomic_files import write_atomically
 from shared.errors import UserError
 from shared.jsonl import read_jsonl_models
 from shared.labels import check_chexpert_labels

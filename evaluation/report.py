@@ -22,9 +22,9 @@ from evaluation.bootstrap import (
     paired_bootstrap,
     paired_label_matrices,
 )
-from evaluation.files import write_atomically
 from evaluation.metrics import LabelSetScores, label_matrices, score_matrices
 from evaluation.records import CheckpointRecords, flatten_checkpoint_records, write_prediction_records
+from shared.atomic_files import write_atomically
 from shared.errors import UserError
 from shared.labels import LABEL_SETS
 

@@ -2,14 +2,13 @@
 and evaluation. One line per image: its path, CheXpert labels, source, split and (for SFT) the
 target text."""
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from shared.atomic_files import atomic_writer
 from shared.jsonl import read_jsonl_models
 from shared.labels import check_chexpert_labels
 
@@ -42,16 +41,7 @@ def read_manifest(path: str | Path) -> list[ManifestRecord]:
 
 def write_manifest(records: Iterable[ManifestRecord], path: str | Path) -> Path:
     """Write atomically: a crash midway leaves any earlier file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            for record in records:
-                out.write(record.model_dump_json(exclude_defaults=False) + "\n")
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a manifest is shared data
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_writer(path, "w") as out:
+        for record in records:
+            out.write(record.model_dump_json(exclude_defaults=False) + "\n")
+    return Path(path)

@@ -12,6 +12,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny models' matrices are too small to gain from threads, and OpenMP threads spinning on
+    a busy 2-core machine slow each step tenfold. For a module: `pytest.mark.usefixtures`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_medgemma(tmp_path_factory) -> Path:
     from tiny_models import build_tiny_model

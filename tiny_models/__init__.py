@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from shared.atomic_files import replace_folder
 from shared.errors import UserError
 
 ARCHITECTURES = ("medgemma", "qwen2.5-vl")
@@ -31,9 +32,7 @@ def build_tiny_model(arch: str, out: str | Path, seed: int = 0) -> Path:
     try:
         _builder(arch)(staging, seed)
         (staging / STAMP).write_text(json.dumps(wanted))
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        replace_folder(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from shared.atomic_files import replace_folder
 from shared.errors import UserError
 from shared.jsonl import JsonlLog
 from shared.manifest import ManifestRecord
@@ -357,15 +358,6 @@ def save_adapter(model: Any, adapter_name: str, folder: Path) -> None:
         replace_folder(written if written.is_dir() else staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

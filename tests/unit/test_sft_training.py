@@ -20,14 +20,7 @@ from trainer.templates import with_synthetic_targets
 TRAIN_RECORDS, VAL_RECORDS = 6, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The tiny models' matrices are too small to gain from threads, and OpenMP threads spinning on
-    a busy 2-core machine slow each step tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
