@@ -37,6 +37,7 @@ class LoadedDataset:
     records: list[ManifestRecord]
     image_paths: list[Path]
     truths: list[list[str]]  # CheXpert names; for nih10 re-mapped from the NIH findings when known
+    masks: list[list[str]]  # labels the `drop` uncertainty policy masked out, per image
 
 
 def infer_label_set(records: Sequence[ManifestRecord], manifest: Path) -> str:
@@ -88,4 +89,11 @@ def load_dataset(name: str, spec: DatasetSpec) -> LoadedDataset:
         records=records,
         image_paths=paths,
         truths=[truth_labels(record, label_set_name, spec.manifest) for record in records],
+        masks=[masked_labels(record) for record in records],
     )
+
+
+def masked_labels(record: ManifestRecord) -> list[str]:
+    """The record's masked labels (`metadata["masked"]`, written by the loaders under `drop`)."""
+    masked = record.metadata.get("masked", [])
+    return [label for label in masked if isinstance(label, str)] if isinstance(masked, list) else []

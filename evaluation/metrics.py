@@ -3,8 +3,14 @@ averages, fail rate, example-level Jaccard and exact match.
 
 Scoring runs over a chosen label set (`chexpert14`, `nih9`, `nih10`): truths and predictions outside
 it are ignored, so NIH images score on the nine categories CheXpert shares with NIH. By default an
-invalid (unparseable) completion counts as predicting no label, so a failure costs recall; with
-`valid_only` the invalid ones are left out of every metric except the fail rate.
+invalid (unparseable) completion counts as predicting no label, so a failure costs recall, and it
+scores 0 on Jaccard and exact match whatever the truth (on an image with no positive label, "no
+label" would otherwise pass for a perfect answer); with `valid_only` the invalid ones are left out
+of every metric except the fail rate.
+
+A label masked for an image (the `drop` uncertainty policy) is cleared from that image's truth and
+prediction before anything is counted, so it adds to no label's support, TP, FP or FN, and to no
+example's Jaccard or exact match.
 """
 
 from collections.abc import Iterable, Sequence
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
-from sklearn.metrics import accuracy_score, jaccard_score, precision_recall_fscore_support
+from sklearn.metrics import precision_recall_fscore_support
 
 from evaluation.records import ScoredPrediction
 from shared.labels import label_set
@@ -59,15 +65,16 @@ class LabelSetScores(BaseModel):
 @dataclass(frozen=True)
 class LabelMatrices:
     """Truth and prediction as multilabel indicator matrices (scored images x labels), after the
-    invalid-completion policy has been applied. The bootstrap resamples the rows of these."""
+    invalid-completion policy and the masks have been applied. The bootstrap resamples the rows."""
 
     label_set: str
     labels: tuple[str, ...]
-    truth: np.ndarray  # bool, (n_scored, n_labels)
-    pred: np.ndarray  # bool, (n_scored, n_labels); all False on an invalid row
+    truth: np.ndarray  # bool, (n_scored, n_labels); False where masked
+    pred: np.ndarray  # bool, (n_scored, n_labels); all False on an invalid row, False where masked
     n_images: int
     n_failed: int
     valid_only: bool
+    valid: np.ndarray | None = None  # bool, (n_scored,); None: every scored row parsed
 
     @property
     def n_scored(self) -> int:
@@ -92,7 +99,10 @@ def label_matrices(
     valid = np.array([prediction.valid for prediction in predictions], dtype=bool)
     truth = indicator_matrix([prediction.truth for prediction in predictions], labels)
     pred = indicator_matrix([prediction.pred for prediction in predictions], labels)
+    masked = indicator_matrix([prediction.masked for prediction in predictions], labels)
     pred[~valid] = False
+    truth[masked] = False
+    pred[masked] = False
     keep = valid if valid_only else np.ones_like(valid)
     return LabelMatrices(
         label_set=label_set_name,
@@ -102,7 +112,23 @@ def label_matrices(
         n_images=len(predictions),
         n_failed=int((~valid).sum()),
         valid_only=valid_only,
+        valid=valid[keep],
     )
+
+
+def example_scores(matrices: LabelMatrices) -> tuple[np.ndarray, np.ndarray]:
+    """Per scored image: Jaccard |truth & pred| / |truth | pred| and exact match (1 or 0). Both are
+    0 for a completion that failed to parse. An image with no true and no predicted label (an NIH
+    image whose findings all lie outside the nine categories, read as clear) is a perfect match."""
+    truth, pred = matrices.truth, matrices.pred
+    intersection = (truth & pred).sum(axis=1)
+    union = (truth | pred).sum(axis=1)
+    jaccard = np.divide(intersection, union, out=np.ones(len(union)), where=union > 0)
+    exact = (truth == pred).all(axis=1).astype(np.float64)
+    if matrices.valid is not None:
+        jaccard[~matrices.valid] = 0.0
+        exact[~matrices.valid] = 0.0
+    return jaccard, exact
 
 
 def score_matrices(matrices: LabelMatrices) -> LabelSetScores:
@@ -113,10 +139,8 @@ def score_matrices(matrices: LabelMatrices) -> LabelSetScores:
         precision, recall, f1, _ = precision_recall_fscore_support(truth, pred, average=None, zero_division=0)
         micro = precision_recall_fscore_support(truth, pred, average="micro", zero_division=0)[:3]
         macro = precision_recall_fscore_support(truth, pred, average="macro", zero_division=0)[:3]
-        # An image with no true and no predicted label (e.g. an NIH image whose findings all lie
-        # outside the nine categories, read as clear) is a perfect match, as exact match says too.
-        jaccard = float(jaccard_score(truth, pred, average="samples", zero_division=1.0))
-        exact_match = float(accuracy_score(truth, pred))
+        jaccards, exact = example_scores(matrices)
+        jaccard, exact_match = float(jaccards.mean()), float(exact.mean())
     else:  # valid_only and every completion failed
         precision = recall = f1 = np.zeros(len(labels))
         micro = macro = (0.0, 0.0, 0.0)

@@ -22,8 +22,11 @@ class ScoredPrediction(BaseModel):
     truth: list[str]
     pred: list[str]  # the parser's labels; scoring treats an invalid completion as predicting none
     valid: bool  # False when the completion could not be parsed
+    # Labels the `drop` uncertainty policy masked out for this image (the loader's -1 cells): they
+    # count in no label's support, TP, FP or FN, whatever `truth` and `pred` say about them.
+    masked: list[str] = []
 
-    @field_validator("truth", "pred")
+    @field_validator("truth", "pred", "masked")
     @classmethod
     def _chexpert_labels(cls, labels: list[str]) -> list[str]:
         return check_chexpert_labels(labels)

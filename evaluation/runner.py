@@ -235,6 +235,7 @@ def _answer_batch(client: RolloutClient, batch: _Batch, settings: EvalSettings) 
                 checkpoint=batch.checkpoint,
                 text=completion.text,
                 truth=dataset.truths[index],
+                masked=dataset.masks[index],
                 pred=parsed.labels,
                 valid=not parsed.failed,  # a completion without a label fails too: counted, never dropped
                 parse_status=parse_status(parsed),

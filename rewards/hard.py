@@ -3,6 +3,9 @@
     r = 0                                  if the completion is not valid (strict contract)
     r = |Y ∩ Ŷ| / |Y ∪ Ŷ| - λ_len·[n < T]   otherwise
 
+Labels masked for the X-ray (`RewardItem.masked`, the `drop` uncertainty policy) are taken out of
+both Y and Ŷ first: naming an uncertain finding is neither a hit nor a false alarm.
+
 Y is the ground truth, Ŷ the parsed labels, n the completion's length in tokens and T the length
 threshold (250 tokens in the paper). Two choices the paper leaves open:
 - Jaccard(∅, ∅) = 1 (the sets agree); a valid completion with an empty solution against a
@@ -53,7 +56,8 @@ class HardReward:
         parsed = parse_completion(item.text, self.config.parser)
         if not parsed.valid:
             return ScoredItem(0.0, {"jaccard": 0.0, "length_penalty": 0.0}, [])  # no labels credited
-        overlap = jaccard(set(item.labels), set(parsed.labels))
+        masked = set(item.masked)
+        overlap = jaccard(set(item.labels) - masked, set(parsed.labels) - masked)
         penalty = -self.config.length_penalty if item.n_tokens < self.config.min_tokens else 0.0
         return ScoredItem(overlap + penalty, {"jaccard": overlap, "length_penalty": penalty}, parsed.labels)
 

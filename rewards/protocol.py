@@ -47,13 +47,17 @@ class RewardFunction(Protocol):
     ) -> tuple[list[ScoredItem], dict[str, Any] | None]: ...
 
 
-def label_counts(predicted: list[list[str]], truths: list[list[str]]) -> dict[str, LabelCounts]:
-    """Per-label true positives, false positives and false negatives over a batch (all 14 labels)."""
+def label_counts(
+    predicted: list[list[str]], truths: list[list[str]], masks: list[list[str]] | None = None
+) -> dict[str, LabelCounts]:
+    """Per-label true positives, false positives and false negatives over a batch (all 14 labels);
+    a label masked for an item (`drop` policy) counts nowhere for that item."""
     counts = {label: [0, 0, 0] for label in CHEXPERT_LABELS}
-    for labels, truth in zip(predicted, truths, strict=True):
+    masks = masks or [[] for _ in truths]
+    for labels, truth, masked in zip(predicted, truths, masks, strict=True):
         predicted_set, truth_set = set(labels), set(truth)
         for label in predicted_set | truth_set:
-            if label not in counts:
+            if label not in counts or label in masked:
                 continue
             index = 0 if label in predicted_set and label in truth_set else 1 if label in predicted_set else 2
             counts[label][index] += 1
@@ -110,7 +114,9 @@ def score_request(reward: RewardFunction, request: RewardRequest) -> RewardResul
             else parse_completion(source.text, STRICT_PARSER).labels
             for item, source in zip(scored, request.items, strict=True)
         ]
-        counts = label_counts(predicted, [item.labels for item in request.items])
+        counts = label_counts(
+            predicted, [item.labels for item in request.items], [item.masked for item in request.items]
+        )
     else:
         counts = {}
     try:

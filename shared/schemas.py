@@ -156,11 +156,14 @@ class RewardItem(Strict):
     text: str
     n_tokens: int
     labels: list[str]  # ground truth, CheXpert label names
+    # Labels the `drop` uncertainty policy masked out for this X-ray: a reward must neither credit
+    # nor charge them (the hard reward's Jaccard and the label counts leave them out).
+    masked: list[str] = []
     metadata: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _known_labels(self) -> "RewardItem":
-        unknown = sorted(set(self.labels) - set(CHEXPERT_LABELS))
+        unknown = sorted((set(self.labels) | set(self.masked)) - set(CHEXPERT_LABELS))
         if unknown:
             raise ValueError(f"unknown ground-truth label(s) {unknown}")
         return self

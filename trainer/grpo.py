@@ -260,7 +260,11 @@ class GrpoTrainer:
         started = time.perf_counter()
         reward_items = [
             RewardItem(
-                text=c.text, n_tokens=len(c.token_ids), labels=record.labels, metadata={"image_id": record.id}
+                text=c.text,
+                n_tokens=len(c.token_ids),
+                labels=record.labels,
+                masked=record.metadata.get("masked", []),  # `drop` policy: uncertain labels count nowhere
+                metadata={"image_id": record.id},
             )
             for record, result in zip(records, results, strict=True)
             for c in result.completions
