@@ -16,6 +16,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "'local' starts a private one inside this process)"
     )  # fmt: skip
     parser.add_argument("--grpo-steps", type=int, help="override grpo.max_steps")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config, print it resolved (defaults filled in, each option with its "
+        "description) and exit without starting anything",
+    )
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ from deploy.placement import Placement
 from deploy.run_summary import write_run_summary
 from deploy.validation import TrainingValidation
 from evaluation.runner import UnreachableServer
-from shared.config import load_config
+from shared.config import describe_config, load_config
 from shared.schemas import AdapterSelector
 
 log = logging.getLogger("cxr_rl.driver")
@@ -220,9 +220,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
-    config = load_run_config(args.config, overrides)
     if args.grpo_steps:
-        config = config.model_copy(update={"grpo": {**config.grpo, "max_steps": args.grpo_steps}})
+        overrides["grpo"] = {"max_steps": args.grpo_steps}
+    config = load_run_config(args.config, overrides)  # the whole config is checked before any work
+    if args.check:
+        print("\n".join(describe_config(config)))
+        return 0
     train(config, resume=args.resume, address=args.address)
     return 0
 

@@ -5,28 +5,43 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.config import StrictModel
 
-class EngineConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-    model: str
+class EngineSettings(StrictModel):
+    """vLLM engine options a run config sets; the model comes from the run (see EngineConfig)."""
+
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int = Field(4096, ge=64)
-    gpu_memory_utilization: float = Field(0.45, gt=0.0, le=1.0)  # GPU only: this server's share
-    cpu_kv_cache_gib: float = Field(1.0, gt=0.0)  # CPU only (VLLM_CPU_KVCACHE_SPACE)
+    max_model_len: int = Field(4096, ge=64, description="prompt + completion tokens per sequence")
+    gpu_memory_utilization: float = Field(
+        0.45, gt=0.0, le=1.0, description="GPU only: this server's share of the GPU's memory"
+    )
+    cpu_kv_cache_gib: float = Field(
+        1.0, gt=0.0, description="CPU only: KV cache size (VLLM_CPU_KVCACHE_SPACE)"
+    )
     max_lora_rank: int = Field(16, ge=1)
-    max_loras: int = Field(4, ge=1)  # adapters resident at once (versions still in use)
+    max_loras: int = Field(4, ge=1, description="adapters resident at once (versions still in use)")
     max_num_seqs: int = Field(64, ge=1)
-    # Image token budget. Qwen-VL: bounds of pixels per image (28x28 px per visual token; the paper
-    # used 256-512 tokens). Gemma3 resizes every image to a fixed size and ignores these.
-    min_pixels: int | None = None
-    max_pixels: int | None = None
+    min_pixels: int | None = Field(
+        None,
+        description="Qwen-VL image token budget, pixels per image (28x28 px per visual token; the paper used "
+        "256-512 tokens); Gemma3 resizes every image to a fixed size and ignores it",
+    )
+    max_pixels: int | None = Field(
+        None, description="Qwen-VL: upper bound of pixels per image (see min_pixels)"
+    )
     enforce_eager: bool = True
     # Chunked prefill with per-request seeds kills vLLM's CPU engine (it rewinds a CPU generator's
-    # offset, which only CUDA generators support). None = off on CPU, vLLM's default on GPU.
-    enable_chunked_prefill: bool | None = None
+    # offset, which only CUDA generators support).
+    enable_chunked_prefill: bool | None = Field(
+        None, description="None: off on CPU (seeded requests would kill the engine), vLLM's default on GPU"
+    )
     enable_prefix_caching: bool = True
     seed: int = 0
+
+
+class EngineConfig(EngineSettings):
+    model: str = Field(description="model folder (hub layout)")
 
 
 class LimitsConfig(BaseModel):

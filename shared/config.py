@@ -4,11 +4,18 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shared.errors import UserError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """The base of every config and wire model: an unknown key is an error, never silently ignored
+    (a misspelt option would otherwise run with its default)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -48,3 +55,33 @@ def merge_nested(base: dict, overrides: dict) -> dict:
         else:
             merged[key] = value
     return merged
+
+
+def describe_config(config: BaseModel, indent: int = 0) -> list[str]:
+    """YAML-like lines of a resolved config, each option followed by its field description, so a user
+    sees what every value means and where a default applies (`cxr-rl train --check`)."""
+    lines = []
+    pad = "  " * indent
+    for name, field in type(config).model_fields.items():
+        value = getattr(config, name)
+        comment = f"  # {field.description}" if field.description else ""
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:{comment}")
+            lines.extend(describe_config(value, indent + 1))
+        else:
+            shown = yaml.safe_dump(_plain(value), default_flow_style=True, width=10_000).strip()
+            shown = shown.removesuffix("\n...").strip()
+            lines.append(f"{pad}{name}: {shown}{comment}")
+    return lines
+
+
+def _plain(value):
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
