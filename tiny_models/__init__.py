@@ -11,7 +11,8 @@ from shared.atomic_files import replace_folder
 from shared.errors import UserError
 
 ARCHITECTURES = ("medgemma", "qwen2.5-vl")
-BUILDER_VERSION = 2  # bump when a builder changes what it writes; cached models are rebuilt
+BUILDER_VERSION = 3  # bump when a builder changes what it writes; cached models are rebuilt
+# (3: MedGemma's projector drawn, so the model sees; no constant norm scales or biases)
 STAMP = "cxr-rl-tiny-model.json"
 
 

@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from tiny_models.embeddings import EMBEDDING_STD, scale_embeddings
+from tiny_models.perturb import perturb_constant_vectors
 from tiny_models.tokenizer import train_sentencepiece_like, wrap
 
 # Gemma 3's chat template, as the real checkpoints ship it (system text joins the first user turn).
@@ -85,6 +86,16 @@ def tiny_config(vocab_size: int, token_id: dict[str, int]) -> Gemma3Config:
 
 
 def build(out: Path, seed: int, vocab_size: int = 640) -> None:
+    """Write the model, tokenizer and processor to `out`; the weights are a function of `seed`.
+
+    transformers initialises Gemma3's multi-modal projector (`mm_input_projection_weight`, the
+    matrix that maps the vision tower's pooled features into the text model's embedding space) to
+    zeros: a real checkpoint has it trained. Left at zero, every image reaches the language model
+    as the same zero vectors and the model is blind: an image-path bug would change nothing, and
+    the trainer's image-attention mask would not matter. So the projector is drawn here (see
+    `draw_projector`), and the norm scales and biases transformers leaves constant are moved off
+    their constants (`tiny_models.perturb`).
+    """
     raw = train_sentencepiece_like(vocab_size, SPECIAL_TOKENS)
     tokenizer = wrap(
         raw,
@@ -105,6 +116,9 @@ def build(out: Path, seed: int, vocab_size: int = 640) -> None:
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config).eval()
     scale_embeddings(model, EMBEDDING_STD)
+    generator = torch.Generator().manual_seed(seed)
+    draw_projector(model, generator)
+    perturb_constant_vectors(model, generator)
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.save_pretrained(out)
     _rename_vision_tower_to_hub_layout(out)
@@ -122,6 +136,16 @@ def build(out: Path, seed: int, vocab_size: int = 640) -> None:
         image_seq_length=TOKENS_PER_IMAGE,
     )
     processor.save_pretrained(out)
+
+
+@torch.no_grad()
+def draw_projector(model: Gemma3ForConditionalGeneration, generator: torch.Generator) -> None:
+    """N(0, 1/d) for the [d_vision, d_text] projector: its input is RMS-normalised (`mm_soft_emb_norm`),
+    so each image token then has unit scale, as the text tokens do after Gemma's sqrt(d_text)
+    embedding scale (0.1 x sqrt(128) ~ 1.1)."""
+    weight = model.model.multi_modal_projector.mm_input_projection_weight
+    std = weight.shape[0] ** -0.5
+    weight.copy_(torch.randn(weight.shape, generator=generator, dtype=torch.float32) * std)
 
 
 def _rename_vision_tower_to_hub_layout(out: Path) -> None:

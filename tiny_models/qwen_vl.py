@@ -13,6 +13,7 @@ from transformers import (
 )
 
 from tiny_models.embeddings import EMBEDDING_STD, scale_embeddings
+from tiny_models.perturb import perturb_constant_vectors
 from tiny_models.tokenizer import train_byte_level, wrap
 
 QWEN_CHAT_TEMPLATE = (
@@ -85,6 +86,9 @@ def build(out: Path, seed: int, vocab_size: int = 768) -> None:
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     scale_embeddings(model, EMBEDDING_STD)
+    # The vision merger is drawn at random by transformers already (the model sees: see
+    # tiny_models.probe); norm scales and biases are not.
+    perturb_constant_vectors(model, torch.Generator().manual_seed(seed))
     model.generation_config.eos_token_id = [token_id["<|im_end|>"], token_id["<|endoftext|>"]]
     model.save_pretrained(out)
     pixels = {
