@@ -84,6 +84,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument(
         "--id-field", default="id", help="field of a trace line holding the record id (default id)"
     )
+    imported.add_argument(
+        "--format",
+        default="free_reasoning",
+        help=f"SFT output format the traces follow: {SFT_FORMATS_HELP}, or a name from --formats-file; "
+        "a format without rationale (only_label) wants an empty <think></think> (default free_reasoning)",
+    )
+    imported.add_argument(
+        "--formats-file", type=Path, help="YAML or JSON file of user prompt formats (name: instruction)"
+    )
     imported.set_defaults(run=run_import)
 
 
@@ -137,10 +146,18 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     from dataprep.trace_import import import_traces
     from dataprep.trace_output import default_rejects_path
+    from dataprep.traces import load_prompt_format
 
     rejects = args.rejects or default_rejects_path(args.out)
+    output_format = load_prompt_format(args.format, args.formats_file)
     summary = import_traces(
-        args.traces, args.manifest, args.out, rejects, text_field=args.text_field, id_field=args.id_field
+        args.traces,
+        args.manifest,
+        args.out,
+        rejects,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        rationale=output_format.rationale,
     )
     print(summary.describe(args.out, rejects))
     return 0

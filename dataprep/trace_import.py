@@ -22,6 +22,7 @@ def import_traces(
     text_field: str = "text",
     id_field: str = "id",
     progress: bool = True,
+    rationale: bool = True,
 ) -> TraceSummary:
     """Write `out`: the manifest's records that have a valid trace in `traces`, in manifest order,
     each with the first valid trace for its id as target. Lines that give none go to `rejects`."""
@@ -67,7 +68,7 @@ def import_traces(
             elif trace_id in accepted:
                 reason, detail = "duplicate id", "a valid trace for this id came on an earlier line"
             else:
-                verdict = check_trace(text, record.labels)
+                verdict = check_trace(text, record.labels, rationale=rationale)
                 reason, detail = verdict.reason, verdict.detail
             if reason:
                 rejections.append(

@@ -11,7 +11,7 @@ from typing import Any
 from PIL import Image
 
 from shared.images import load_xray
-from shared.prompts import CONTRACT, PromptFormat
+from shared.prompts import PromptFormat
 
 TEACHER_ROLE = (
     "You are an expert radiologist writing worked examples that teach a model to read chest X-rays."
@@ -20,6 +20,14 @@ TEACHER_ROLE = (
 
 def teacher_prompt(labels: Sequence[str], output_format: PromptFormat) -> str:
     listed = ", ".join(labels)
+    if not output_format.rationale:  # Only Label: the answer is the labels, the think block empty
+        return (
+            f"{TEACHER_ROLE}\n"
+            f"The ground-truth labels of this chest X-ray are: {listed}.\n"
+            f"Style of the answer: {output_format.instruction}\n"
+            f"The <solution> block must list exactly these labels: {listed}.\n"
+            f"{output_format.contract()}"
+        )
     return (
         f"{TEACHER_ROLE}\n"
         f"The ground-truth labels of this chest X-ray are: {listed}.\n"
@@ -29,7 +37,7 @@ def teacher_prompt(labels: Sequence[str], output_format: PromptFormat) -> str:
         "given to you.\n"
         f"Style of the reasoning: {output_format.instruction}\n"
         f"The <solution> block must list exactly these labels: {listed}.\n"
-        f"{CONTRACT}"
+        f"{output_format.contract()}"
     )
 
 

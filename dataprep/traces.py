@@ -28,7 +28,7 @@ from dataprep.trace_prompts import image_data_uri, teacher_messages, teacher_pro
 from dataprep.trace_validation import check_trace
 from shared.errors import UserError
 from shared.manifest import ManifestRecord, read_manifest
-from shared.prompts import PromptFormat, PromptRegistry
+from shared.prompts import PromptFormat, registry_with
 
 
 class TraceRunConfig(BaseModel):
@@ -80,10 +80,7 @@ class TraceSummary:
 
 
 def load_prompt_format(name: str, formats_file: Path | None) -> PromptFormat:
-    prompts = PromptRegistry()
-    if formats_file is not None:
-        prompts.add_from_file(formats_file)
-    return prompts.get(name)
+    return registry_with(formats_file).get(name)
 
 
 def read_unique_manifest(path: Path) -> list[ManifestRecord]:
@@ -187,7 +184,7 @@ async def _ask_teacher(
         summary.usage_reported = True
         summary.prompt_tokens += reply.prompt_tokens or 0
         summary.completion_tokens += reply.completion_tokens or 0
-    verdict = check_trace(reply.text, record.labels)
+    verdict = check_trace(reply.text, record.labels, rationale=output_format.rationale)
     if not verdict.accepted:
         detail = verdict.detail
         if reply.finish_reason == "length":

@@ -1,9 +1,20 @@
 """Prompt formats, selectable by name in the server, the trainer and the evaluator.
 
 Nine reasoning instructions follow the design cues of the paper's prompt ablation (written in our
-own words), and four SFT output formats say what a fine-tuned model is taught to write. Every
-format lists the 14 valid labels and ends in the `<think>` / `<solution>` contract the parser reads.
-Users add their own formats from a YAML or JSON file (`name: instruction text`).
+own words), and four SFT output formats say what a fine-tuned model is taught to write; the paper
+names them "Reasoning Narrative (free-form radiologic narrative), Reasoning A (structured 12-step
+reasoning), Free Reasoning (concise analysis followed by labels), and Only Label (direct label
+output with no rationale)". Every format lists the 14 valid labels and ends in the `<think>` /
+`<solution>` contract the parser reads.
+
+Only Label carries no rationale, yet its answers keep the contract's shape with an empty think
+block: `<think></think>` then `<solution>labels</solution>`. One parser, one trace check and one
+format rule ("valid outputs must contain exactly one <think>...</think> reasoning block followed by
+a <solution>...</solution> block", the paper's hard reward) then serve every format; a format with
+`rationale = False` asks for that empty block, and its traces must leave it empty.
+
+Users add their own formats from a YAML or JSON file: `name: instruction text`, or
+`name: {instruction: ..., rationale: false}` for a format whose answers carry no rationale.
 """
 
 import json
@@ -24,6 +35,13 @@ CONTRACT = (
     "<solution>comma-separated labels</solution>\n"
     'Use "No Finding" only when no other label applies.'
 )
+LABELS_ONLY_CONTRACT = (
+    "Valid labels (use these names exactly): " + LABEL_LIST + ".\n"
+    "Answer in exactly this form and nothing else, the think block left empty:\n"
+    "<think></think>\n"
+    "<solution>comma-separated labels</solution>\n"
+    'Use "No Finding" only when no other label applies.'
+)
 
 _INTRO = "You are an expert radiologist reading a chest X-ray. Identify every finding the image shows."
 
@@ -31,11 +49,15 @@ _INTRO = "You are an expert radiologist reading a chest X-ray. Identify every fi
 @dataclass(frozen=True)
 class PromptFormat:
     name: str
-    kind: str  # "reasoning" (prompt ablation) or "sft" (SFT output format)
+    kind: str  # "reasoning" (prompt ablation), "sft" (SFT output format) or "user"
     instruction: str
+    rationale: bool = True  # False: the answer's think block stays empty (Only Label)
+
+    def contract(self) -> str:
+        return CONTRACT if self.rationale else LABELS_ONLY_CONTRACT
 
     def user_text(self) -> str:
-        return f"{_INTRO}\n{self.instruction}\n{CONTRACT}"
+        return f"{_INTRO}\n{self.instruction}\n{self.contract()}"
 
 
 _REASONING = {
@@ -82,15 +104,16 @@ _REASONING = {
 }
 
 _SFT = {
-    "only_label": "Keep the reasoning to one short sentence and focus on the labels.",
-    "free_reasoning": "Reason freely about the image before giving the labels.",
+    "only_label": "Give the labels directly, with no rationale.",
+    "free_reasoning": "Write a concise analysis of the image in your own words, then give the labels.",
     "reasoning_narrative": _REASONING["narrative"],
     "reasoning_a_sft": _REASONING["reasoning_a"],
 }
+_NO_RATIONALE = frozenset({"only_label"})
 
 BUILTIN_FORMATS: dict[str, PromptFormat] = {
     **{name: PromptFormat(name, "reasoning", text) for name, text in _REASONING.items()},
-    **{name: PromptFormat(name, "sft", text) for name, text in _SFT.items()},
+    **{name: PromptFormat(name, "sft", text, name not in _NO_RATIONALE) for name, text in _SFT.items()},
 }
 SFT_OUTPUT_FORMATS = tuple(_SFT)
 REASONING_FORMATS = tuple(_REASONING)
@@ -127,16 +150,36 @@ class PromptRegistry:
             raise UserError(f"{path}: cannot parse prompt formats ({error})") from None
         if not isinstance(data, dict):
             raise UserError(f"{path}: expected a mapping of format name to instruction text")
-        for name, instruction in data.items():
-            if not isinstance(instruction, str) or not instruction.strip():
-                raise UserError(f"{path}: format {name!r}: the instruction must be non-empty text")
-            if str(name) in BUILTIN_FORMATS:
-                raise UserError(
-                    f"{path}: format {name!r} would replace a built-in format; choose another name"
-                )
-        for name, instruction in data.items():
-            self._formats[str(name)] = PromptFormat(str(name), "user", instruction.strip())
-        return sorted(str(name) for name in data)
+        loaded = [_user_format(path, str(name), entry) for name, entry in data.items()]
+        for prompt in loaded:
+            self._formats[prompt.name] = prompt
+        return sorted(prompt.name for prompt in loaded)
+
+
+def _user_format(path: Path, name: str, entry: object) -> PromptFormat:
+    """`name: text`, or `name: {instruction: text, rationale: bool}`."""
+    rationale = True
+    if isinstance(entry, dict) and "instruction" in entry:
+        unknown = sorted(set(entry) - {"instruction", "rationale"})
+        if unknown:
+            raise UserError(f"{path}: format {name!r}: unknown key(s) {unknown}; use instruction, rationale")
+        rationale = entry.get("rationale", True)
+        if not isinstance(rationale, bool):
+            raise UserError(f"{path}: format {name!r}: rationale must be true or false, not {rationale!r}")
+        entry = entry["instruction"]
+    if not isinstance(entry, str) or not entry.strip():
+        raise UserError(f"{path}: format {name!r}: the instruction must be non-empty text")
+    if name in BUILTIN_FORMATS:
+        raise UserError(f"{path}: format {name!r} would replace a built-in format; choose another name")
+    return PromptFormat(name, "user", entry.strip(), rationale)
+
+
+def registry_with(formats_file: str | Path | None) -> PromptRegistry:
+    """The built-in formats plus a user's file, if given: what every command reads formats from."""
+    prompts = PromptRegistry()
+    if formats_file is not None:
+        prompts.add_from_file(formats_file)
+    return prompts
 
 
 def user_messages(prompt: PromptFormat) -> list[dict]:

@@ -22,7 +22,7 @@ from rollout_server.client import RolloutServerError
 from shared.chat import multimodal_placeholder_ids, render_prompt
 from shared.images import decode_xray
 from shared.manifest import read_manifest
-from shared.prompts import PromptRegistry, user_messages
+from shared.prompts import registry_with, user_messages
 from shared.schemas import AdapterSelector, AdapterUpdate, RewardItem, RolloutResult
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from trainer.grpo_config import GrpoConfig
@@ -99,7 +99,7 @@ class GrpoTrainer:
         self.manifest_dir = manifest.parent
         self.sampler = RlSampler(read_manifest(manifest), config.batch_size, config.seed)
         self.prompt_text = render_prompt(
-            self.processor, user_messages(PromptRegistry().get(config.prompt_format))
+            self.processor, user_messages(registry_with(config.prompt_formats_file).get(config.prompt_format))
         )
         self.pad_id = self.processor.tokenizer.pad_token_id or 0
         self.placeholder_ids = set(multimodal_placeholder_ids(config.model))

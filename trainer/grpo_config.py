@@ -1,5 +1,6 @@
 """Typed configuration of a GRPO run; the defaults are the paper's recipe where it states one."""
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
@@ -76,3 +77,6 @@ class GrpoConfig(GrpoSettings):
     model: str = Field(description="base model folder (hub layout)")
     rl_manifest: str = Field(description="JSONL of X-rays with ground-truth labels")
     reward: RewardSettings = RewardSettings()
+    prompt_formats_file: Path | None = Field(
+        None, description="user prompt formats (YAML or JSON); the rollout server must load the same file"
+    )

@@ -148,10 +148,8 @@ def synthetic_target(labels: Sequence[str], sft_format: str, rng: random.Random)
 
 
 def _only_label(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
-    if not findings:
-        return rng.choice(("No acute abnormality is seen.", "The film looks normal."))
-    names = ", ".join(label.lower() for label, _, _ in findings)
-    return rng.choice(("The film shows {}.", "Findings point to {}.", "Seen: {}.")).format(names)
+    del findings, rng
+    return ""  # "direct label output with no rationale" (the paper): an empty think block
 
 
 def _free_reasoning(findings: list[tuple[str, int, str]], rng: random.Random) -> str:

@@ -14,6 +14,7 @@ from shared.labels import CHEXPERT_LABELS
 from shared.prompts import (
     BUILTIN_FORMATS,
     CONTRACT,
+    LABELS_ONLY_CONTRACT,
     REASONING_FORMATS,
     SFT_OUTPUT_FORMATS,
     PromptFormat,
@@ -53,13 +54,13 @@ def _xray(seed: int = 0) -> Image.Image:
 def _check_renders_within_length(prompt_format: PromptFormat, processor, model_config) -> None:
     rendered = render_prompt(processor, user_messages(prompt_format))
     assert prompt_format.user_text() in rendered
-    after_contract = rendered.split(CONTRACT, 1)[1]
+    after_contract = rendered.split(prompt_format.contract(), 1)[1]
     assert len(after_contract) < 60 and not any(label in after_contract for label in CHEXPERT_LABELS)
     inputs = processor(text=[rendered], images=[_xray()], return_tensors="pt")
     prompt_tokens = inputs["input_ids"].shape[1]
     assert prompt_tokens <= model_config.text_config.max_position_embeddings - COMPLETION_BUDGET
     assert int(inputs["token_type_ids"].sum()) == model_config.mm_tokens_per_image  # the image is in
-    assert CONTRACT in processor.tokenizer.decode(inputs["input_ids"][0])
+    assert prompt_format.contract() in processor.tokenizer.decode(inputs["input_ids"][0])
 
 
 def test_the_registry_holds_every_reasoning_and_sft_format():
@@ -77,8 +78,9 @@ def test_the_registry_holds_every_reasoning_and_sft_format():
 def test_builtin_format_names_all_labels_and_ends_in_the_contract(name):
     text = BUILTIN_FORMATS[name].user_text()
     assert all(label in text for label in CHEXPERT_LABELS)
-    assert text.endswith(CONTRACT)
-    assert "<think>" in CONTRACT and "<solution>" in CONTRACT
+    assert text.endswith(CONTRACT if name != "only_label" else LABELS_ONLY_CONTRACT)
+    for contract in (CONTRACT, LABELS_ONLY_CONTRACT):
+        assert "<think>" in contract and "<solution>" in contract
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_FORMATS))

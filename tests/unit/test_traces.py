@@ -36,9 +36,10 @@ def test_teacher_prompt_states_labels_format_and_contract(name):
     output_format = BUILTIN_FORMATS[name]
     prompt = teacher_prompt(["Cardiomegaly", "Pleural Effusion"], output_format)
     assert "ground-truth labels of this chest X-ray are: Cardiomegaly, Pleural Effusion." in prompt
-    assert "as if reasoning independently" in prompt
+    assert ("as if reasoning independently" in prompt) == output_format.rationale  # only_label: none
     assert output_format.instruction in prompt
-    assert prompt.endswith(CONTRACT)
+    assert prompt.endswith(output_format.contract())
+    assert output_format.contract() == CONTRACT or name == "only_label"
     assert all(label in prompt for label in CHEXPERT_LABELS)
 
 
