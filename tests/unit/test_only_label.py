@@ -37,7 +37,7 @@ def test_free_reasoning_asks_for_a_concise_analysis():
 
 def test_the_parser_reads_an_only_label_answer():
     result = parse_completion(ONLY_LABEL)
-    assert result.valid and not result.failed and not result.problems
+    assert result.valid and result.labels and not result.problems
     assert (result.think, result.labels) == ("", LABELS)
 
 
