@@ -79,16 +79,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     split = data_commands.add_parser(
         "split",
-        help="draw disjoint, stratified SFT / RL / validation manifests from a MIMIC-CXR-JPG copy",
-        description="Draw disjoint SFT, RL and validation sets from a MIMIC-CXR-JPG copy (one frontal image per study, "
-        "official train and validate splits), disjoint by patient and stratified so rare labels appear in every set.",
+        help="draw SFT / RL / validation manifests from MIMIC-CXR-JPG, and validation / test manifests "
+        "from NIH or CheXpert",
+        description="From a MIMIC-CXR-JPG copy (one frontal image per study, official train and validate "
+        "splits): disjoint SFT, RL and validation sets, disjoint by patient and stratified so rare labels "
+        "appear in every set, plus sft_reserve.jsonl (patients of no other set, to replace rejected traces) "
+        "and mimic_test.jsonl (the official test split). From an NIH or CheXpert copy: an out-of-distribution "
+        "validation split for checkpoint selection (<name>_val.jsonl), carved from outside the official test "
+        "split and its patients, and that test split as a report set (<name>_test.jsonl). Studies with no "
+        "label at all stay out and are counted in split_report.json.",
     )
-    split.add_argument("--mimic-root", type=Path, required=True, help="the MIMIC-CXR-JPG folder")
+    split.add_argument("--mimic-root", type=Path, help="the MIMIC-CXR-JPG folder")
+    split.add_argument("--nih-root", type=Path, help="an NIH ChestX-ray14 folder (with test_list.txt)")
+    split.add_argument(
+        "--chexpert-root", type=Path, help="a CheXpert folder (train.csv, valid.csv, test*.csv)"
+    )
     split.add_argument(
         "--out",
         type=Path,
         required=True,
-        help="folder for sft.jsonl, rl.jsonl, val.jsonl and split_report.json",
+        help="folder for the manifests and split_report.json",
     )
     split.add_argument(
         "--sft", type=int, default=2000, help="images in the SFT set (default 2000, as in the paper)"
@@ -97,6 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--rl", type=int, default=1000, help="images in the RL set (default 1000, as in the paper)"
     )
     split.add_argument("--val", type=int, default=500, help="images in the validation set (default 500)")
+    split.add_argument(
+        "--external-val",
+        type=int,
+        default=500,
+        help="images in each NIH / CheXpert validation split (default 500)",
+    )
     split.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     split.add_argument(
         "--from-splits",
@@ -146,18 +162,45 @@ def run_data_summary(args: argparse.Namespace) -> int:
 
 
 def run_data_split(args: argparse.Namespace) -> int:
-    from dataprep.split import SplitConfig, split_mimic
+    import json
 
-    config = SplitConfig(
-        sft=args.sft,
-        rl=args.rl,
-        val=args.val,
-        seed=args.seed,
-        from_splits=tuple(split.strip() for split in args.from_splits.split(",") if split.strip()),
-        uncertain=args.uncertain,
-    )
-    report = split_mimic(args.mimic_root, args.out, config)
-    for name, size in report.sizes.items():
-        print(f"{name}: {size} images, {report.patients[name]} patients -> {args.out / (name + '.jsonl')}")
-    print(report.model_dump_json())
+    from dataprep.split import SplitConfig, split_mimic, write_split_report
+    from dataprep.split_external import split_external
+    from shared.errors import UserError
+
+    roots = {"mimic": args.mimic_root, "nih": args.nih_root, "chexpert": args.chexpert_root}
+    if not any(roots.values()):
+        raise UserError("name at least one copy: --mimic-root, --nih-root or --chexpert-root")
+    if args.external_val < 1:
+        raise UserError(f"--external-val must be at least 1, not {args.external_val}")
+    reports = {}
+    if args.mimic_root:
+        config = SplitConfig(
+            sft=args.sft,
+            rl=args.rl,
+            val=args.val,
+            seed=args.seed,
+            from_splits=tuple(split.strip() for split in args.from_splits.split(",") if split.strip()),
+            uncertain=args.uncertain,
+        )
+        report = reports["mimic"] = split_mimic(args.mimic_root, args.out, config)
+        for name, size in report.sizes.items():
+            print(
+                f"{name}: {size} images, {report.patients[name]} patients -> {args.out / (name + '.jsonl')}"
+            )
+        print(f"sft_reserve: {report.reserve} images; mimic_test: {report.test_images} images")
+        print(f"left out: {report.excluded}")
+    for source in ("nih", "chexpert"):
+        if roots[source]:
+            external = reports[source] = split_external(
+                source, roots[source], args.out, args.external_val, args.seed, args.uncertain
+            )
+            for name in ("val", "test"):
+                print(
+                    f"{source}_{name}: {external.sizes[name]} images, {external.patients[name]} patients -> "
+                    f"{args.out / f'{source}_{name}.jsonl'}"
+                )
+            print(f"{source} left out of validation: {external.excluded}; test split: {external.test_split}")
+    write_split_report(args.out, reports)
+    print(json.dumps({name: report.model_dump() for name, report in reports.items()}))
     return 0

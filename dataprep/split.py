@@ -12,6 +12,12 @@ Method (iterative stratification, Sechidis et al. 2011, over patients instead of
    (on a synthetic pool this halves the label-share error of plain Sechidis, see tests).
 4. A patient with more images than a set has room for is cut: the images that fit go to the set,
    the rest stay unused, so no patient is ever in two of SFT / RL / validation.
+
+Studies with no label at all (not even No Finding: every cell blank, 0 or an uncertain -1 under
+U-Zeros) carry no answer to learn or score: they stay out of the pool and are counted in the
+report, so every set reaches its size with labelled studies. The patients no set took become a
+reserve (`sft_reserve.jsonl`), patient-disjoint from RL and validation, from which `cxr-rl traces
+--reserve` replaces the SFT records whose traces are rejected.
 """
 
 import json
@@ -31,6 +37,7 @@ from shared.manifest import ManifestRecord, write_manifest
 
 SET_NAMES = ("sft", "rl", "val")
 UNUSED = "unused"
+NO_LABEL = "no label"  # excluded: a study with no positive label, not even No Finding
 
 
 class SplitConfig(BaseModel):
@@ -51,37 +58,64 @@ class SplitReport(BaseModel):
     sizes: dict[str, int]
     patients: dict[str, int]
     positives: dict[str, dict[str, int]]  # set -> label -> positive images
+    excluded: dict[str, int] = {}  # reason -> studies of the official splits left out of the pool
+    reserve: int = 0  # images in sft_reserve.jsonl
+    test_images: int = 0  # labelled images of the official test split, in mimic_test.jsonl
     method: str = (
         "patient-grouped iterative stratification, rarest label first, every label seeded into every set"
     )
 
 
 def split_mimic(mimic_root: Path, out: Path, config: SplitConfig) -> SplitReport:
-    """Load a MIMIC-CXR-JPG copy, draw the sets and write `sft.jsonl`, `rl.jsonl`, `val.jsonl`
-    and `split_report.json` under `out`."""
+    """Load a MIMIC-CXR-JPG copy, draw the sets and write `sft.jsonl`, `rl.jsonl`, `val.jsonl`,
+    the reserve `sft_reserve.jsonl` and the official test split `mimic_test.jsonl` under `out`."""
     result = load_mimic(mimic_root, LoadOptions(uncertain=config.uncertain))
-    pool = [record for record in result.records if record.split in config.from_splits]
+    pool, unlabelled = labelled([record for record in result.records if record.split in config.from_splits])
     wanted = config.sft + config.rl + config.val
     if wanted > len(pool):
         raise UserError(
             f"{mimic_root} has {len(pool)} usable images (one frontal per study, official splits "
-            f"{', '.join(config.from_splits)}) but {wanted} were asked for "
-            f"(sft {config.sft}, rl {config.rl}, val {config.val})"
+            f"{', '.join(config.from_splits)}, {len(unlabelled)} studies without any label left out) but "
+            f"{wanted} were asked for (sft {config.sft}, rl {config.rl}, val {config.val})"
         )
-    sets = draw_split(pool, {"sft": config.sft, "rl": config.rl, "val": config.val}, config.seed)
+    sets = draw_split(
+        pool, {"sft": config.sft, "rl": config.rl, "val": config.val}, config.seed, reserve_for="sft"
+    )
+    reserve = sets.pop("sft_reserve")
+    test, _ = labelled([record for record in result.records if record.split == "test"])
     out = Path(out)
     for name, records in sets.items():
         write_manifest(records, out / f"{name}.jsonl")
-    report = SplitReport(
+    write_manifest(reserve, out / "sft_reserve.jsonl")
+    write_manifest(test, out / "mimic_test.jsonl")
+    return SplitReport(
         seed=config.seed,
         pool_images=len(pool),
         pool_patients=len({patient_of(record) for record in pool}),
         sizes={name: len(records) for name, records in sets.items()},
         patients={name: len({patient_of(record) for record in records}) for name, records in sets.items()},
         positives={name: label_counts(records) for name, records in sets.items()},
+        excluded={NO_LABEL: len(unlabelled)},
+        reserve=len(reserve),
+        test_images=len(test),
     )
-    write_atomically(out / "split_report.json", json.dumps(report.model_dump(), indent=2) + "\n")
-    return report
+
+
+def write_split_report(out: Path, reports: dict[str, BaseModel]) -> Path:
+    """`split_report.json`: one section per dataset split (mimic, nih, chexpert)."""
+    text = json.dumps({name: report.model_dump() for name, report in reports.items()}, indent=2) + "\n"
+    return write_atomically(Path(out) / "split_report.json", text)
+
+
+def has_label(record: ManifestRecord) -> bool:
+    """A positive label, No Finding included; an NIH image has its findings even when none of them
+    falls among the nine categories scored (it then reads as negative for all nine)."""
+    return bool(record.labels or record.metadata.get("nih_labels"))
+
+
+def labelled(records: list[ManifestRecord]) -> tuple[list[ManifestRecord], list[ManifestRecord]]:
+    """(records with a label, records without any)."""
+    return [r for r in records if has_label(r)], [r for r in records if not has_label(r)]
 
 
 def patient_of(record: ManifestRecord) -> str:
@@ -94,10 +128,12 @@ def label_counts(records: list[ManifestRecord]) -> dict[str, int]:
 
 
 def draw_split(
-    records: list[ManifestRecord], sizes: dict[str, int], seed: int
+    records: list[ManifestRecord], sizes: dict[str, int], seed: int, reserve_for: str | None = None
 ) -> dict[str, list[ManifestRecord]]:
     """Disjoint-by-patient sets of exactly `sizes` images; records come back with `split` set to
-    the set's name and the official split kept in `metadata["official_split"]`."""
+    the set's name and the official split kept in `metadata["official_split"]`. With `reserve_for`
+    (a set's name) the result also holds `<name>_reserve`: the images no set took, of patients
+    that are in no other set, in a seeded order (replacements for that set's rejected records)."""
     wanted = sum(sizes.values())
     if wanted > len(records):
         raise UserError(
@@ -111,15 +147,25 @@ def draw_split(
     draw.seed_every_label(list(sizes))
     draw.assign_rarest_first()
     draw.fill_short_sets(list(sizes))
-    return {
-        name: [
-            record.model_copy(
-                update={"split": name, "metadata": {**record.metadata, "official_split": record.split}}
-            )
-            for record in draw.members[name]
+    sets = {name: _as_split(draw.members[name], name) for name in sizes}
+    if reserve_for is not None:
+        spare = [
+            record
+            for index in sorted(draw.unused)
+            if draw.owner[index] in (UNUSED, reserve_for)
+            for record in draw.unused[index]
         ]
-        for name in sizes
-    }
+        sets[f"{reserve_for}_reserve"] = _as_split(spare, f"{reserve_for}_reserve")
+    return sets
+
+
+def _as_split(records: list[ManifestRecord], name: str) -> list[ManifestRecord]:
+    return [
+        record.model_copy(
+            update={"split": name, "metadata": {**record.metadata, "official_split": record.split}}
+        )
+        for record in records
+    ]
 
 
 def group_by_patient(records: list[ManifestRecord], rng: np.random.Generator) -> list[list[ManifestRecord]]:

@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     traces.add_argument(
         "--formats-file", type=Path, help="YAML or JSON file of user prompt formats (name: instruction)"
     )
+    traces.add_argument(
+        "--reserve",
+        type=Path,
+        help="manifest of spare records (e.g. `cxr-rl data split`'s sft_reserve.jsonl): each record that gets "
+        "no trace is replaced by the next spare, until --out holds as many records as --manifest",
+    )
     traces.add_argument("--concurrency", type=int, default=8, help="requests in flight at once (default 8)")
     traces.add_argument(
         "--max-retries",
@@ -122,6 +128,7 @@ def run_generate(args: argparse.Namespace) -> int:
     config = TraceRunConfig(
         manifest=args.manifest,
         out=args.out,
+        reserve=args.reserve,
         rejects=args.rejects,
         format=args.format,
         formats_file=args.formats_file,

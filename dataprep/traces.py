@@ -5,6 +5,11 @@ Every trace passes the same strict parser the rewards use and must name exactly 
 labels; the rest go to a rejects file with the reason. Finished records are appended to the output
 as they arrive, so a rerun after an interruption skips what is done and loses nothing; records
 rejected or failed last time are asked again.
+
+With a reserve (`cxr-rl data split` writes `sft_reserve.jsonl`, patients of no other set), the
+target is the manifest's size: each record that ends without a trace is replaced by the next
+reserve record, in the reserve's order, until the output holds as many records as the manifest
+or the reserve runs out. No more records are asked for than the target needs.
 """
 
 import asyncio
@@ -36,6 +41,7 @@ class TraceRunConfig(BaseModel):
 
     manifest: Path
     out: Path
+    reserve: Path | None = None  # records that replace the manifest's rejected ones, in order
     rejects: Path | None = None  # default: beside `out`, "<name>.rejects.jsonl"
     format: str = "free_reasoning"  # an SFT output format of shared.prompts, or a user format
     formats_file: Path | None = None  # user prompt formats (YAML or JSON: name -> instruction)
@@ -55,6 +61,8 @@ class TraceSummary:
     rejected: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     missing: int = 0  # import only: manifest records no trace line gave a valid target
+    replaced: int = 0  # reserve records written in place of rejected or failed ones
+    short: int = 0  # records the output still lacks: the reserve ran out
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_reported: bool = False
@@ -69,6 +77,10 @@ class TraceSummary:
         for name, counts in (("rejected", self.rejected), ("failed", self.failed)):
             if counts:
                 lines.append(f"  {name}: " + ", ".join(f"{why} {n}" for why, n in counts.most_common()))
+        if self.replaced:
+            lines.append(f"  {self.replaced} rejected or failed records replaced from the reserve")
+        if self.short:
+            lines.append(f"  the reserve ran out: {self.short} records short of the manifest's size")
         if self.usage_reported:
             lines.append(f"  tokens: {self.prompt_tokens} prompt, {self.completion_tokens} completion")
         if self.repaired_bytes:
@@ -109,9 +121,10 @@ def generate_traces(
     rejects = config.rejects_path()
     check_distinct_paths(config.manifest, config.out, rejects)
     records = read_unique_manifest(config.manifest)
+    reserve = _reserve(config, {record.id for record in records})
     output_format = load_prompt_format(config.format, config.formats_file)
     recovered = recover_output(config.out)
-    known = {record.id for record in records}
+    known = {record.id for record in records + reserve}
     strays = [record.id for record in recovered.records if record.id not in known]
     if strays:
         raise UserError(
@@ -119,45 +132,78 @@ def generate_traces(
             f"(first: {strays[0]!r}); is it the output of another manifest?"
         )
     done = {record.id for record in recovered.records}
-    todo = [record for record in records if record.id not in done]
-    summary = TraceSummary(skipped=len(records) - len(todo), repaired_bytes=recovered.dropped_bytes)
-    asyncio.run(_generate(todo, config, output_format, summary, transport))
+    candidates = [record for record in records + reserve if record.id not in done]
+    summary = TraceSummary(skipped=len(done), repaired_bytes=recovered.dropped_bytes)
+    need = max(0, len(records) - len(done)) if config.reserve else len(candidates)
+    reserve_ids = {record.id for record in reserve}
+    asyncio.run(_generate(candidates, need, config, output_format, summary, transport))
+    summary.replaced = (
+        sum(1 for record in read_manifest(config.out) if record.id in reserve_ids) if reserve else 0
+    )
+    summary.short = max(0, len(records) - len(done) - summary.written) if config.reserve else 0
     return summary
 
 
+def _reserve(config: TraceRunConfig, manifest_ids: set[str]) -> list[ManifestRecord]:
+    """The reserve's records, their image paths made to hold from the manifest's folder."""
+    if config.reserve is None:
+        return []
+    reserve = read_unique_manifest(config.reserve)
+    shared = [record.id for record in reserve if record.id in manifest_ids]
+    if shared:
+        raise UserError(
+            f"--reserve {config.reserve} repeats {len(shared)} record(s) of the manifest, e.g. {shared[0]!r}"
+        )
+    return [relocate_image(record, config.reserve.parent, config.manifest.parent) for record in reserve]
+
+
 async def _generate(
-    todo: list[ManifestRecord],
+    candidates: list[ManifestRecord],
+    need: int,
     config: TraceRunConfig,
     output_format: PromptFormat,
     summary: TraceSummary,
     transport: httpx.AsyncBaseTransport | None,
 ) -> None:
-    semaphore = asyncio.Semaphore(config.concurrency)
+    """Ask for candidates in order, `concurrency` at a time, until `need` targets are written or
+    the candidates run out; a worker starts a record only while written + in flight < need."""
+    queue = iter(candidates)
+    in_flight = 0
     with (
         JsonlAppender(config.out) as targets,
         JsonlAppender(config.rejects_path()) as rejects,
-        tqdm(total=len(todo), desc="teacher traces", unit="trace", disable=not config.progress) as bar,
+        tqdm(total=need, desc="teacher traces", unit="trace", disable=not config.progress) as bar,
     ):
         async with TeacherClient(config.teacher, transport=transport) as teacher:
 
-            async def trace_one(record: ManifestRecord) -> None:
-                async with semaphore:
-                    outcome = await _ask_teacher(record, teacher, config, output_format, summary)
-                if isinstance(outcome, TraceRejection):
-                    counts = summary.rejected if outcome.outcome == "rejected" else summary.failed
-                    counts[outcome.reason] += 1
-                    rejects.append(outcome)
-                else:
-                    targets.append(outcome)
-                    summary.written += 1
-                bar.update(1)
-                bar.set_postfix(
-                    written=summary.written, rejected=summary.rejected.total(), failed=summary.failed.total()
-                )
+            async def worker() -> None:
+                nonlocal in_flight
+                while summary.written + in_flight < need:
+                    record = next(queue, None)
+                    if record is None:
+                        return
+                    in_flight += 1
+                    try:
+                        outcome = await _ask_teacher(record, teacher, config, output_format, summary)
+                    finally:
+                        in_flight -= 1
+                    if isinstance(outcome, TraceRejection):
+                        counts = summary.rejected if outcome.outcome == "rejected" else summary.failed
+                        counts[outcome.reason] += 1
+                        rejects.append(outcome)
+                    else:
+                        targets.append(outcome)
+                        summary.written += 1
+                        bar.update(1)
+                    bar.set_postfix(
+                        written=summary.written,
+                        rejected=summary.rejected.total(),
+                        failed=summary.failed.total(),
+                    )
 
             async with asyncio.TaskGroup() as tasks:
-                for record in todo:
-                    tasks.create_task(trace_one(record))
+                for _ in range(min(config.concurrency, max(need, 0))):
+                    tasks.create_task(worker())
 
 
 async def _ask_teacher(

@@ -277,3 +277,39 @@ def test_a_killed_run_resumes_without_redoing_or_losing_records(tmp_path):
     assert sorted(final_ids) == sorted(f"r{i}" for i in range(10)) and len(final_ids) == 10
     asked_again = teacher.answered[answered_before:]
     assert sorted(asked_again) == sorted(labels[0] for labels in label_sets[4:])  # only the unfinished
+
+
+def test_rejected_traces_are_replaced_from_the_reserve_until_the_set_is_full(tmp_path):
+    """SFT set of 4 whose teacher rejects 2: the first reserve records take their places, in the
+    reserve's order, and no more are asked for than the target needs; a rerun changes nothing."""
+    keys = ["Cardiomegaly", "Pneumothorax", "Edema", "Atelectasis"]  # Pneumothorax, Atelectasis: rejected
+    manifest = _manifest(tmp_path / "data", [[key] for key in keys])
+    reserve_keys = [
+        "No Finding",
+        "Fracture",
+        "Lung Lesion",
+        "Consolidation",
+        "Pneumonia",
+    ]  # Fracture: rejected
+    reserve = _manifest(tmp_path / "reserve", [[key] for key in reserve_keys])
+    reserve_records = [
+        record.model_copy(update={"id": f"spare{index}", "image": str(record.image_path(reserve.parent))})
+        for index, record in enumerate(read_manifest(reserve))
+    ]
+    write_manifest(reserve_records, reserve)
+    out = tmp_path / "sft" / "traces.jsonl"
+    teacher = StandInTeacher({"Pneumothorax": ["wrong"], "Atelectasis": ["no tags"], "Fracture": ["no tags"]})
+    with ThreadedServer(teacher.app) as server:
+        settings = TeacherSettings(endpoint=server.url, model="teacher-xl", max_retries=0)
+        config = TraceRunConfig(
+            manifest=manifest, out=out, reserve=reserve, teacher=settings, concurrency=2, progress=False
+        )
+        summary = generate_traces(config)
+        again = generate_traces(config)
+    written = read_manifest(out)
+    assert len(written) == 4 and summary.written == 4 and summary.replaced == 2
+    assert sorted(r.id for r in written) == ["r0", "r2", "spare0", "spare2"]
+    assert "Consolidation" not in teacher.calls and "Pneumonia" not in teacher.calls  # target reached
+    assert summary.rejected == {"wrong labels": 1, "invalid format": 2}
+    assert "2 rejected or failed records replaced from the reserve" in summary.describe(out, out)
+    assert again.written == 0 and again.skipped == 4 and len(read_manifest(out)) == 4

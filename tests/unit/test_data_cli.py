@@ -133,8 +133,9 @@ def test_data_split_writes_three_manifests(phantom_out, tmp_path):
         "1",
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = json.loads(result.stdout.strip().splitlines()[-1])["mimic"]
     assert report["sizes"] == {"sft": 12, "rl": 8, "val": 4}
+    assert json.loads((out / "split_report.json").read_text())["mimic"] == report
     assert [len((out / f"{name}.jsonl").read_text().splitlines()) for name in ("sft", "rl", "val")] == [
         12,
         8,
@@ -153,4 +154,4 @@ def test_data_split_asking_too_much_is_a_one_line_error(phantom_out, tmp_path):
         "--sft",
         "2000",
     )
-    assert_one_line_error(result, "but 3500 were asked for (sft 2000, rl 1000, val 500)")
+    assert_one_line_error(result, "but 3500 were asked for (sft 2000, rl 1000, val 500)", "without any label")

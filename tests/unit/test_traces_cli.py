@@ -49,13 +49,14 @@ def test_help_lists_every_option(capsys):
         "--temperature",
         "--max-tokens",
         "--max-image-side",
+        "--reserve",
         "import",
     ]:
         assert option in text
     with pytest.raises(SystemExit):
         _parser().parse_args(["traces", "import", "--help"])
     text = capsys.readouterr().out
-    for option in ["--traces", "--manifest", "--out", "--text-field", "--id-field"]:
+    for option in ["--traces", "--manifest", "--out", "--text-field", "--id-field", "--format"]:
         assert option in text
 
 
