@@ -237,7 +237,7 @@ def _answer_batch(client: RolloutClient, batch: _Batch, settings: EvalSettings) 
                 truth=dataset.truths[index],
                 masked=dataset.masks[index],
                 pred=parsed.labels,
-                valid=not parsed.failed,  # a completion without a label fails too: counted, never dropped
+                valid=parsed.valid and bool(parsed.labels),  # no label fails too: counted, not dropped
                 parse_status=parse_status(parsed),
                 metadata={
                     "image": record.image,
@@ -283,7 +283,7 @@ def _answer_blank(
     return BlankImageAnswer(
         text=completion.text,
         pred=parsed.labels,
-        valid=not parsed.failed,
+        valid=parsed.valid and bool(parsed.labels),
         parse_status=parse_status(parsed),
         width=size[0],
         height=size[1],

@@ -1,4 +1,4 @@
-"""`cxr-rl parse` and `cxr-rl reward [serve|swap]`. Heavy imports stay inside the commands."""
+"""`cxr-rl parse` and `cxr-rl reward [serve|swap|frequencies]`. Heavy imports stay inside the commands."""
 
 import argparse
 import json
@@ -15,9 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parse = subparsers.add_parser(
         "parse",
         help="read completions' labels (JSONL on stdin -> JSONL on stdout)",
-        description='Read JSONL lines {"text": ...} on stdin; write one JSONL line per input with valid, '
-        "failed, labels (CheXpert order), invalid, duplicates, negated, extraneous, no_finding_conflict "
-        "and problems.",
+        description='Read JSONL lines {"text": ...} on stdin; write one JSONL line per input with valid '
+        "(whether the answer parsed: contract kept and a label named), labels (CheXpert order), invalid, "
+        "duplicates, negated, extraneous, no_finding_conflict and problems (why it did not parse).",
     )
     parse.add_argument(
         "--mode",
@@ -78,6 +78,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Ray namespace the training runs in (default: cxr-rl, the run config's `namespace` default)",
     )
     swap.set_defaults(run=run_swap)
+
+    frequencies = actions.add_parser(
+        "frequencies",
+        help="derive the nuanced reward's label frequencies from a label CSV or a training manifest",
+        description="Count the share of images with each CheXpert label positive and write it as a nuanced "
+        "reward config (YAML: label_frequencies). Without a source: CheXpert's train.csv as torchxrayvision "
+        "ships it, which gives the shipped default.",
+    )
+    source = frequencies.add_mutually_exclusive_group()
+    source.add_argument(
+        "--csv",
+        help="a CheXpert-style label CSV (.csv or .csv.gz): CheXpert's train.csv (frontal rows) or "
+        "MIMIC-CXR's mimic-cxr-2.0.0-chexpert.csv",
+    )
+    source.add_argument("--manifest", help="a training manifest (JSONL, as `cxr-rl data split` writes)")
+    frequencies.add_argument("--out", help="write the YAML here (default: stdout)")
+    frequencies.set_defaults(run=run_frequencies)
 
 
 def read_reward_config(path: str | None) -> dict[str, Any] | None:
@@ -198,4 +215,30 @@ def run_swap(args: argparse.Namespace) -> int:
     finally:
         ray.shutdown()
     _emit(answer)
+    return 0
+
+
+def run_frequencies(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rewards.label_frequencies import (
+        frequencies_from_csv,
+        frequencies_from_manifest,
+        torchxrayvision_chexpert_csv,
+    )
+    from shared.atomic_files import write_atomically
+
+    if args.manifest:
+        table = frequencies_from_manifest(Path(args.manifest))
+    else:
+        table = frequencies_from_csv(Path(args.csv) if args.csv else torchxrayvision_chexpert_csv())
+    if args.out:
+        write_atomically(Path(args.out), table.to_yaml())
+    else:
+        sys.stdout.write(table.to_yaml())
+    print(
+        f"{table.source}: {table.images:,} images, {table.no_positive:.1%} with no positive label"
+        + (f"; wrote {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
     return 0

@@ -1,6 +1,6 @@
 """A reward function behind HTTP, speaking the same protocol as the Ray worker.
 
-    GET  /health      -> 200 {"status": "ok", "reward_name": ..., "reward_version": ...}
+    GET  /health      -> 200 {"status": "ok", "reward_name": ..., "reward_version": ..., "reward_scale": ...}
     POST /v1/rewards  RewardRequest JSON -> 200 RewardResult JSON
                       422 {"detail": ...} for a malformed request or a reward that failed on it
                       (raised, returned NaN or the wrong number of results); not worth retrying
@@ -12,7 +12,7 @@ Run it with `cxr-rl reward serve --name NAME --host 127.0.0.1 --port 8100`. See 
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 
-from rewards.protocol import RewardError, RewardFunction, score_request
+from rewards.protocol import RewardError, RewardFunction, reward_scale, score_request
 from shared.schemas import RewardRequest, RewardResult
 
 
@@ -38,9 +38,14 @@ def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
     @router.get("/health")
-    def health(request: Request) -> dict[str, str]:
+    def health(request: Request) -> dict[str, str | float]:
         reward = _reward(request)
-        return {"status": "ok", "reward_name": str(reward.name), "reward_version": str(reward.version)}
+        return {
+            "status": "ok",
+            "reward_name": str(reward.name),
+            "reward_version": str(reward.version),
+            "reward_scale": reward_scale(reward),
+        }
 
     return router
 

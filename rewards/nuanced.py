@@ -11,90 +11,85 @@ For truth Y and parsed labels Ŷ (strict parser), with c = |Y ∩ Ŷ|:
                        asks for labels, not possibilities)
     duplicates         -25 per repeated mention of a label
     extraneous_text    -10 when anything but whitespace lies outside the two blocks
-    format             -50 when the think or solution block is missing / repeated / nested, or
-                       no label could be read
-    repetition         -30 per label of Ŷ that fills more than 70% of the window
-    collapse           -50 when Ŷ itself (the whole answer) fills more than 70% of the window
+    repetition         -30 per excess repetition of a dominant label the answer holds (below)
+    collapse           -50 when the answer holds a dominant label
+    floor              lifts a valid answer's total to -200 when it would be lower
+    format             -(100 + 200 + 50) = -350 when the answer did not parse (rewards.parsing:
+                       blocks missing / repeated / nested, text outside them, or no label named)
 
-Choices where the paper is ambiguous, made here and configurable:
+Readings of the paper made here, all configurable:
 - Partial credit is given only when the match is not exact, so an exact match earns 100, not 150.
-- The false-positive weight grows linearly with the label's prevalence f(l): a wrong "No Finding"
-  (the most frequent MIMIC label) costs 20, a wrong "Pleural Other" about 5.4. A floor of 5 keeps
-  rare false positives from being free, which would invite padding answers with rare labels.
-- The window holds the last 100 *parseable* predictions (label sets) in scoring order, each item's
-  own prediction included once it is scored; completions without labels are not predictions.
-  The guard only acts once the window holds `collapse_min_predictions` (default: full, 100), so
-  the first batches of training, with few samples, are not penalised for agreeing by chance.
-- "Excess repetition" is read per item: an item whose answer repeats a label that already fills
-  more than 70% of the window is one excess repetition of that label (-30 for each such label);
-  "collapse" is the whole answer being the same as more than 70% of the window (-50). No real
-  label is that common (Support Devices, the most prevalent in CheXpert, is about 52%), so
-  crossing 70% means the policy has stopped looking at the image.
+- A malformed answer scores below every valid answer to the same X-ray. Valid totals are kept at
+  or above `valid_floor` (-200); a malformed answer pays the best credit any answer can earn
+  (100), the distance to the floor (200) and `format_penalty` (50), so it scores at most -250.
+  A format penalty of -50 let an answer with the right labels and no <think> block score 50, above
+  a valid partial answer's 35: GRPO would then learn to drop the reasoning. A malformed answer
+  keeps its other terms, so malformed answers are still ranked among themselves.
+- The false-positive weight grows linearly with the label's prevalence f(l); the default shares
+  are CheXpert's (rewards.label_frequencies): a wrong "Support Devices" (56% of frontal images)
+  costs 20, a wrong "Pleural Other" (1.3%) about 5.4. A floor of 5 keeps rare false positives from
+  being free, which would invite padding answers with rare labels.
+- The collapse guard, in the paper's words: "cumulative penalties (−30 per excess repetition, −50
+  for mode collapse) when any single label exceeds 70% dominance", in a window of the last 100
+  predictions. The window holds the label sets of the last `window_size` completions a label
+  could be read from (valid or not), in scoring order, each item's own included once scored. A
+  label dominates when more than ⌊0.7·100⌋ = 70 of them hold it; each one beyond the 70th is one
+  *excess repetition*. An answer holding a dominant label pays -30 per excess repetition of each
+  dominant label it holds (71 of 100: -30; 80 of 100: -300) and -50 once for the collapse, so the
+  penalty grows with the collapse. Before the window is full its empty slots hold no label: the
+  guard can act from the 71st prediction on, and cannot fire by chance on a handful of answers.
+  An answer without the dominant label is what the guard wants and is not penalised; a penalty
+  on every member of a GRPO group would cancel in the group's advantages anyway.
 - The guard penalises correct answers too: in a collapsed policy the correct answers are the
   chance hits of a constant guess, and GRPO needs them ranked below the diverse ones.
+- `scale` (default 1/100, one exact match) is what the trainer multiplies the reward by before
+  taking group advantages: it puts the nuanced reward's advantages on the hard reward's order
+  (`python -m rewards.advantage_scale`).
 """
 
+import math
 from collections import Counter, deque
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rewards.hard import config_version
+from rewards.label_frequencies import CHEXPERT_LABEL_FREQUENCIES
 from rewards.parsing import ParserConfig, ParseResult, parse_completion
 from rewards.protocol import RewardError, ScoredItem
 from shared.labels import CHEXPERT_LABELS
 from shared.schemas import RewardItem
 
-FORMULA_VERSION = "1"
+FORMULA_VERSION = "2"
 STATE_FORMAT = 1
-
-# Approximate share of MIMIC-CXR-JPG v2 studies with each CheXpert label positive (CheXpert
-# labeler, rounded). Replace with your own training split's shares (`label_frequencies` below).
-MIMIC_LABEL_FREQUENCIES: dict[str, float] = {
-    "No Finding": 0.33,
-    "Enlarged Cardiomediastinum": 0.031,
-    "Cardiomegaly": 0.197,
-    "Lung Opacity": 0.226,
-    "Lung Lesion": 0.028,
-    "Edema": 0.119,
-    "Consolidation": 0.047,
-    "Pneumonia": 0.073,
-    "Atelectasis": 0.201,
-    "Pneumothorax": 0.045,
-    "Pleural Effusion": 0.238,
-    "Pleural Other": 0.009,
-    "Fracture": 0.019,
-    "Support Devices": 0.292,
-}
-
-
-def label_frequencies(label_sets: list[list[str]]) -> dict[str, float]:
-    """Share of samples carrying each CheXpert label, for `NuancedRewardConfig.label_frequencies`."""
-    if not label_sets:
-        raise ValueError("need at least one sample to count label frequencies")
-    counts = Counter(label for labels in label_sets for label in set(labels))
-    # A label absent from the sample gets half a count so that its weight stays defined and small.
-    return {label: max(counts[label], 0.5) / len(label_sets) for label in CHEXPERT_LABELS}
 
 
 class NuancedRewardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    exact_match: float = 100.0
-    recall_credit: float = 30.0
-    precision_credit: float = 20.0
+    exact_match: float = Field(100.0, gt=0.0)
+    recall_credit: float = Field(30.0, ge=0.0)
+    precision_credit: float = Field(20.0, ge=0.0)
     false_positive_floor: float = Field(5.0, ge=0.0)
     false_positive_scale: float = Field(15.0, ge=0.0)
-    label_frequencies: dict[str, float] = Field(default_factory=lambda: dict(MIMIC_LABEL_FREQUENCIES))
+    label_frequencies: dict[str, float] = Field(
+        default_factory=lambda: dict(CHEXPERT_LABEL_FREQUENCIES),
+        description="share of training images with each label (`cxr-rl reward frequencies`)",
+    )
     invalid_label_penalty: float = Field(100.0, ge=0.0)
     duplicate_penalty: float = Field(25.0, ge=0.0)
     extraneous_text_penalty: float = Field(10.0, ge=0.0)
-    format_penalty: float = Field(50.0, ge=0.0)
-    window_size: int = Field(100, ge=1)
+    valid_floor: float = Field(-200.0, le=0.0, description="the lowest total a valid answer gets")
+    format_penalty: float = Field(
+        50.0, gt=0.0, description="how far the best malformed answer stays below `valid_floor`"
+    )
+    window_size: int = Field(100, ge=1, description="the collapse guard's window of recent predictions")
     collapse_threshold: float = Field(0.7, gt=0.0, lt=1.0)
-    collapse_min_predictions: int = Field(100, ge=1)
-    repetition_penalty: float = Field(30.0, ge=0.0)
+    repetition_penalty: float = Field(30.0, ge=0.0, description="per excess repetition")
     collapse_penalty: float = Field(50.0, ge=0.0)
+    scale: float = Field(
+        0.01, gt=0.0, allow_inf_nan=False, description="the trainer multiplies the reward by this"
+    )
     parser: ParserConfig = ParserConfig(mode="strict")
 
     @field_validator("label_frequencies")
@@ -111,11 +106,25 @@ class NuancedRewardConfig(BaseModel):
             raise ValueError(f"frequencies must lie in (0, 1]: {bad}")
         return frequencies
 
-    @model_validator(mode="after")
-    def _window(self) -> "NuancedRewardConfig":
-        if self.collapse_min_predictions > self.window_size:
-            raise ValueError("collapse_min_predictions cannot exceed window_size")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_options(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "collapse_min_predictions" in data:
+            raise ValueError(
+                "collapse_min_predictions is gone: the guard counts a window's empty slots as holding no "
+                "label, so it needs no warm-up (see rewards/nuanced.py)"
+            )
+        return data
+
+    @property
+    def repetition_allowance(self) -> int:
+        """How many predictions of the window may hold one label before it dominates: ⌊0.7·100⌋."""
+        return math.floor(round(self.collapse_threshold * self.window_size, 9))
+
+    @property
+    def malformed_format_penalty(self) -> float:
+        best_credit = max(self.exact_match, self.recall_credit + self.precision_credit)
+        return best_credit - self.valid_floor + self.format_penalty
 
 
 def _penalty(amount: float, count: int | bool) -> float:
@@ -132,6 +141,7 @@ class NuancedReward:
     def __init__(self, config: NuancedRewardConfig | dict[str, Any] | None = None):
         self.config = NuancedRewardConfig.model_validate(config or {})
         self.version = config_version(FORMULA_VERSION, self.config)
+        self.scale = self.config.scale
         top = max(self.config.label_frequencies.values())
         self.false_positive_cost = {
             label: self.config.false_positive_floor + self.config.false_positive_scale * frequency / top
@@ -169,34 +179,37 @@ class NuancedReward:
             "invalid_labels": _penalty(c.invalid_label_penalty, len(parsed.invalid)),
             "duplicates": _penalty(c.duplicate_penalty, len(parsed.duplicates)),
             "extraneous_text": _penalty(c.extraneous_text_penalty, bool(parsed.extraneous)),
-            "format": _penalty(
-                c.format_penalty, parsed.think is None or parsed.solution is None or not predicted
-            ),
         }
 
     def guard_terms(self, labels: list[str], window: deque[str]) -> dict[str, float]:
-        """Push this prediction into the window, then penalise it if the window has collapsed."""
-        if labels:
-            window.append(_answer_key(labels))
-        c = self.config
-        if not labels or len(window) < c.collapse_min_predictions:
+        """Push this prediction into the window, then charge it for each dominant label it holds."""
+        if not labels:
             return {"repetition": 0.0, "collapse": 0.0}
-        limit = c.collapse_threshold * len(window)
-        label_counts = Counter(label for key in window for label in key.split("|"))
-        dominant = sum(1 for label in labels if label_counts[label] > limit)
-        collapsed = Counter(window)[_answer_key(labels)] > limit
+        window.append(_answer_key(labels))
+        c = self.config
+        allowance = c.repetition_allowance
+        holding = Counter(label for key in window for label in key.split("|"))
+        excess = sum(holding[label] - allowance for label in labels if holding[label] > allowance)
         return {
-            "repetition": _penalty(c.repetition_penalty, dominant),
-            "collapse": _penalty(c.collapse_penalty, collapsed),
+            "repetition": _penalty(c.repetition_penalty, excess),
+            "collapse": _penalty(c.collapse_penalty, excess > 0),
         }
+
+    def score_one(self, item: RewardItem, window: deque[str]) -> ScoredItem:
+        parsed = parse_completion(item.text, self.config.parser)
+        components = self.label_terms(set(item.labels), parsed) | self.guard_terms(parsed.labels, window)
+        earned = sum(components.values())
+        if parsed.valid:
+            components["format"] = 0.0
+            components["floor"] = max(0.0, self.config.valid_floor - earned)
+        else:
+            components["format"] = -self.config.malformed_format_penalty
+            components["floor"] = 0.0
+        return ScoredItem(sum(components.values()), components, parsed.labels)
 
     def score(
         self, items: list[RewardItem], state: dict[str, Any] | None
     ) -> tuple[list[ScoredItem], dict[str, Any]]:
         window = self._window_from(state)
-        scored = []
-        for item in items:
-            parsed = parse_completion(item.text, self.config.parser)
-            components = self.label_terms(set(item.labels), parsed) | self.guard_terms(parsed.labels, window)
-            scored.append(ScoredItem(sum(components.values()), components, parsed.labels))
+        scored = [self.score_one(item, window) for item in items]
         return scored, {"format": STATE_FORMAT, "window": list(window)}

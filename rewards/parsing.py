@@ -4,9 +4,14 @@ Strict mode is the paper's contract, used for the rewards and the paper's metric
 configured, labels read only from the one solution block, hedged entries ("possible pneumonia")
 are invalid. Lenient mode forgives what a human reader would: tags in any case, an unclosed or
 repeated solution block (the last one counts), a label list outside the tags ("Final answer:
-Edema"), hedged entries, free-text entries. In both modes a completion is `valid` only when it
-is exactly one think block followed by exactly one solution block with nothing but whitespace
-around them; the nuanced reward scores what it can of the rest.
+Edema"), hedged entries, free-text entries.
+
+One field, `valid`, says whether the answer parsed: in both modes it did only when the completion
+is exactly one think block followed by exactly one solution block, with nothing but whitespace
+around them, and the solution block names at least one label (the prompt asks for labels, with
+"No Finding" for a normal study, so a block naming none is no answer). `problems` says, in
+words, why an answer did not parse; it is empty exactly when `valid` is true. The labels found are
+reported either way (the nuanced reward scores what it can of a malformed answer).
 """
 
 import re
@@ -24,8 +29,9 @@ TAG_PRESETS: dict[str, tuple[str, str]] = {
 }
 # Labels that may stand beside No Finding: CheXpert's No Finding allows support devices.
 _COMPATIBLE_WITH_NO_FINDING = frozenset({NO_FINDING, "Support Devices"})
-# Sentences end at a line break, ';', '|' or a period after a word ("1. Edema" keeps its number).
-_SENTENCE_SPLIT = re.compile(r"[;\n|]+|(?<=[A-Za-z)\]])\.\s+")
+# Sentences end at a line break, ';', '|' or a period after a word ("1. Edema" keeps its number),
+# and before the number of an inline numbered list ("1. Lung Opacity 2. Atelectasis").
+_SENTENCE_SPLIT = re.compile(r"[;\n|]+|(?<=[A-Za-z)\]])\.\s+|\s+(?=\(?\d{1,2}[.)]\s)")
 _ITEM_SPLIT = re.compile(r",")
 _ALTERNATIVE = re.compile(r"\b(?:or|nor)\b", re.IGNORECASE)
 _TAG = re.compile(r"<[^<>]*>")
@@ -67,7 +73,7 @@ class ParserConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class ParseResult:
-    valid: bool
+    valid: bool  # the answer parsed: contract kept and at least one label named (see the module doc)
     labels: list[str]  # in CheXpert order
     invalid: list[str] = field(default_factory=list)  # entries that name no label (as written)
     duplicates: list[str] = field(default_factory=list)  # one entry per repeated mention of a label
@@ -76,17 +82,11 @@ class ParseResult:
     no_finding_conflict: bool = False  # No Finding beside a pathology
     think: str | None = None
     solution: str | None = None
-    problems: list[str] = field(default_factory=list)  # why the completion is not valid, in words
-
-    @property
-    def failed(self) -> bool:
-        """The evaluation's failure: an invalid completion or one without a parseable label."""
-        return not self.valid or not self.labels
+    problems: list[str] = field(default_factory=list)  # why the answer did not parse, in words
 
     def to_dict(self) -> dict:
         return {
             "valid": self.valid,
-            "failed": self.failed,
             "labels": self.labels,
             "invalid": self.invalid,
             "duplicates": self.duplicates,
@@ -229,6 +229,13 @@ def _read_labels(source: str, lenient: bool) -> tuple[list[str], list[str], list
     return labels, invalid, duplicates, [label for label in CHEXPERT_LABELS if label in negated]
 
 
+def _why_no_label(solution: str) -> str:
+    _, invalid, _, negated = _read_labels(solution, lenient=False)
+    if invalid:
+        return " (unrecognised: " + ", ".join(repr(entry) for entry in invalid[:3]) + ")"
+    return " (only negated: " + ", ".join(negated) + ")" if negated else ""
+
+
 def parse_completion(text: str, config: ParserConfig = ParserConfig()) -> ParseResult:  # noqa: B008 (frozen)
     lenient = config.mode == "lenient"
     tags = _find_tags(text, config, lenient)
@@ -240,8 +247,10 @@ def parse_completion(text: str, config: ParserConfig = ParserConfig()) -> ParseR
     problems = list(structure.problems)
     if structure.solution is not None and not structure.solution:
         problems.append(f"empty <{config.solution_tag}> block")
+    elif structure.solution is not None and not _read_labels(structure.solution, lenient)[0]:
+        problems.append(f"no label in the <{config.solution_tag}> block" + _why_no_label(structure.solution))
     return ParseResult(
-        valid=not structure.problems,
+        valid=not problems,
         labels=labels,
         invalid=invalid,
         duplicates=duplicates,

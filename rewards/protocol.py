@@ -1,7 +1,10 @@
 """What a reward function is, and how a batch request becomes a checked `RewardResult`.
 
 A reward function is a plain object with `name`, `version` and
-`score(items, state) -> (scored_items, new_state)`. It keeps no state of its own: whatever must
+`score(items, state) -> (scored_items, new_state)`, and optionally a `scale` (default 1): the factor
+the trainer multiplies its totals by before taking group advantages, reported with every result so
+that rewards of different ranges give advantages of one order under Dr. GRPO (no std scaling).
+It keeps no state of its own: whatever must
 outlive a batch (the nuanced reward's window of recent predictions) goes in and out as `state`,
 which the caller carries and checkpoints with training. Scoring the same batch from the same state
 therefore gives the same numbers, so a retried batch (after a worker died) is scored once.
@@ -89,6 +92,14 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def reward_scale(reward: RewardFunction) -> float:
+    """The reward's declared scale (1 when it declares none); a clear error unless a finite number > 0."""
+    scale = getattr(reward, "scale", 1.0)
+    if not _finite(scale) or scale <= 0:
+        raise RewardError(f"reward {reward.name!r} declares scale={scale!r}; it must be a finite number > 0")
+    return float(scale)
+
+
 def score_request(reward: RewardFunction, request: RewardRequest) -> RewardResult:
     """Score one batch with its carried state; any failure of the reward is a `RewardError`."""
     try:
@@ -107,6 +118,7 @@ def score_request(reward: RewardFunction, request: RewardRequest) -> RewardResul
         raise RewardError(
             f"reward {reward.name!r} returned a state of type {type(state).__name__}, not a dict"
         )
+    scale = reward_scale(reward)
     if len(scored) == len(request.items):
         predicted = [
             item.predicted_labels
@@ -124,6 +136,7 @@ def score_request(reward: RewardFunction, request: RewardRequest) -> RewardResul
             batch_id=request.batch_id,
             reward_name=str(reward.name),
             reward_version=str(reward.version),
+            scale=scale,
             totals=[item.total for item in scored],
             components=[dict(item.components) for item in scored],
             label_counts=counts,

@@ -10,7 +10,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from rewards.protocol import score_request
+from rewards.protocol import reward_scale, score_request
 from rewards.registry import load_reward
 from shared.schemas import RewardRequest, RewardResult
 
@@ -26,13 +26,14 @@ class RewardWorker:
         return score_request(self.reward, request)
 
     def describe(self) -> dict[str, str]:
-        """Which reward this is, and which process (a restarted worker has another pid)."""
+        """Which reward this is, its scale, and which process (a restarted worker has another pid)."""
         import os
 
         return {
             "spec": self.spec,
             "name": str(self.reward.name),
             "version": str(self.reward.version),
+            "scale": str(reward_scale(self.reward)),
             "pid": str(os.getpid()),
         }
 

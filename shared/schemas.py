@@ -185,6 +185,8 @@ class RewardResult(Strict):
     batch_id: str
     reward_name: str
     reward_version: str
+    # The reward's declared scale: the trainer multiplies `totals` by it before taking advantages.
+    scale: Annotated[float, Field(gt=0.0, allow_inf_nan=False)] = 1.0
     totals: list[float]
     components: list[dict[str, float]]
     label_counts: dict[str, LabelCounts]

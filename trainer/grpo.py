@@ -276,7 +276,8 @@ class GrpoTrainer:
         )
 
         started = time.perf_counter()
-        self._train(images, results, torch.tensor(reward.totals, dtype=torch.float32), stats)
+        scaled = torch.tensor(reward.totals, dtype=torch.float32) * reward.scale  # the reward's declared scale
+        self._train(images, results, scaled, stats)
         stats.time("train_s", started)
 
         self.step_count += 1

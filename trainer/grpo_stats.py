@@ -25,8 +25,11 @@ class StepStats:
         totals = torch.tensor(reward.totals, dtype=torch.float64)
         groups = totals.view(-1, group_size)
         self.values.update(
-            reward_mean=totals.mean().item(),
+            reward_mean=totals.mean().item(),  # raw, as the reward reports it
             reward_std=totals.std(unbiased=False).item(),
+            reward_scale=reward.scale,  # the advantages are taken on reward x scale
+            reward_scaled_mean=totals.mean().item() * reward.scale,
+            reward_scaled_std=totals.std(unbiased=False).item() * reward.scale,
             reward_name=reward.reward_name,
             reward_version=reward.reward_version,
             zero_variance_groups=(groups.std(dim=1, unbiased=False) < 1e-9).double().mean().item(),

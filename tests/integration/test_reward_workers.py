@@ -85,7 +85,7 @@ def completions() -> list[RewardItem]:
 
 @pytest.mark.parametrize("spec", ["hard", "nuanced"])
 def test_ray_actor_and_http_service_agree(local_ray, tmp_path: Path, spec: str) -> None:
-    config = {"window_size": 6, "collapse_min_predictions": 6} if spec == "nuanced" else None
+    config = {"window_size": 6} if spec == "nuanced" else None
     config_file = tmp_path / "reward.yaml"
     config_file.write_text(json.dumps(config or {}))
     batches = [completions(), completions()[::-1], completions()]
@@ -103,21 +103,27 @@ def test_ray_actor_and_http_service_agree(local_ray, tmp_path: Path, spec: str) 
         local_ray.kill(actor)
     with reward_service(spec, config=config_file if config else None) as url:
         over_http = run(RewardClient.for_url(url))
+        health = httpx.get(url + "/health").json()
     assert on_ray == in_process
     assert over_http == in_process
     assert in_process[0]["reward_name"] == spec and len(in_process[0]["totals"]) == 5
+    # Each reward declares its scale; both workers report it with every result (the trainer applies it).
+    scale = {"hard": 1.0, "nuanced": 0.01}[spec]
+    assert [result["scale"] for result in on_ray + over_http] == [scale] * 6
+    assert health["reward_scale"] == scale
     if spec == "nuanced":  # the window was carried across the batches (4 predictions each, 6 slots)
         assert [len(result["state"]["window"]) for result in in_process] == [4, 6, 6]
 
 
 def test_killed_actor_scores_the_batch_once(local_ray, tmp_path: Path) -> None:
     attempts = tmp_path / "attempts.txt"
-    actor = start_reward_worker(SLOW, {"sleep_s": 3.0, "attempts_file": str(attempts)}, max_restarts=2)
+    # The first attempt would take 300 s: the kill lands during it however slow the machine.
+    actor = start_reward_worker(SLOW, {"sleep_s": 300.0, "attempts_file": str(attempts)}, max_restarts=2)
     client = RewardClient.for_actor(actor, timeout_s=120)
     items = [RewardItem(text="x", labels=["Edema", "Cardiomegaly"], n_tokens=1)]
 
     def kill_once_scoring() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a hang guard: the worker's first attempt has started
         while not (attempts.exists() and attempts.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         local_ray.kill(actor, no_restart=False)  # dies mid-batch; Ray restarts it
@@ -143,7 +149,7 @@ def test_killed_actor_scores_the_batch_once(local_ray, tmp_path: Path) -> None:
 def test_http_retry_after_the_service_dies_mid_batch(tmp_path: Path) -> None:
     attempts = tmp_path / "attempts.txt"
     config = tmp_path / "slow.yaml"
-    config.write_text(json.dumps({"sleep_s": 2.0, "attempts_file": str(attempts)}))
+    config.write_text(json.dumps({"sleep_s": 300.0, "attempts_file": str(attempts)}))  # killed during it
     port = free_port()
     # Backoff 0.5 s doubling over 8 retries waits up to ~2 minutes for the replacement to come up.
     client = RewardClient(HttpBackend(f"http://127.0.0.1:{port}", timeout_s=30, retries=8, backoff_s=0.5))
@@ -230,6 +236,7 @@ def test_swap_while_scoring(local_ray) -> None:
         "hard",
     )
     assert second.reward_version == load_reward("nuanced").version
+    assert (first.scale, second.scale, third.scale, fourth.scale) == (1.0, 0.01, 0.01, 1.0)
     assert failed.returncode == 1 and "cannot import reward plugin 'no_such_module:Reward'" in failed.stderr
     assert failed.stderr.count("\n") == 1
     assert client.states["nuanced"]["window"] and client.batches_scored == 4

@@ -89,6 +89,14 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
     ("trailing-period", ONLY + sol("No Finding."), Expected(True, (NF,)), None),
     ("bullets", ONLY + sol("\n- Edema\n- Atelectasis\n"), Expected(True, (ED, AT)), None),
     ("numbered", ONLY + sol("1. Edema\n2. Consolidation"), Expected(True, (ED, CON)), None),
+    ("numbered-inline", ONLY + sol("1. Lung Opacity 2. Atelectasis"), Expected(True, (LO, AT)), None),
+    ("numbered-inline-paren", ONLY + sol("1) Lung Opacity 2) Atelectasis"), Expected(True, (LO, AT)), None),
+    (
+        "numbered-inline-three",
+        ONLY + sol("1. Support Devices 2. Pleural Effusion 3. Edema."),
+        Expected(True, (ED, PE, SD)),
+        None,
+    ),
     ("json-list", ONLY + sol('["Edema", "Cardiomegaly"]'), Expected(True, (CM, ED)), None),
     ("pipe-separated", ONLY + sol("Edema | Pneumonia"), Expected(True, (ED, PN)), None),
     # --- synonyms, abbreviations, plurals
@@ -154,11 +162,11 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
         Expected(True, (ED,), negated=(PTX,)),
         None,
     ),
-    ("only-negation", ONLY + sol("No pneumothorax"), Expected(True, (), negated=(PTX,)), None),
+    ("only-negation", ONLY + sol("No pneumothorax"), Expected(False, (), negated=(PTX,)), None),
     (
         "IU-negated-list",
         ONLY + sol("No focal consolidation, pleural effusion, or pneumothorax identified."),
-        Expected(True, (), negated=(CON, PTX, PE)),
+        Expected(False, (), negated=(CON, PTX, PE)),
         None,
     ),
     (
@@ -178,7 +186,7 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
     (
         "nih-only-label",
         ONLY + sol("Emphysema, Hernia"),
-        Expected(True, (), invalid=("Emphysema", "Hernia")),
+        Expected(False, (), invalid=("Emphysema", "Hernia")),
         None,
     ),
     ("duplicates", ONLY + sol("Edema, edema, Edema"), Expected(True, (ED,), duplicates=(ED, ED)), None),
@@ -190,13 +198,13 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
     ),
     ("device-duplicate", ONLY + sol("ETT, pacemaker"), Expected(True, (SD,), duplicates=(SD,)), None),
     # --- empty solutions
-    ("empty-solution", ONLY + "<solution></solution>", Expected(True, ()), None),
-    ("blank-solution", ONLY + "<solution>  \n </solution>", Expected(True, ()), None),
+    ("empty-solution", ONLY + "<solution></solution>", Expected(False, ()), None),
+    ("blank-solution", ONLY + "<solution>  \n </solution>", Expected(False, ()), None),
     # --- hedged entries: invalid in strict mode, labels in lenient mode
     (
         "possible",
         ONLY + sol("possible pneumonia"),
-        Expected(True, (), invalid=("possible pneumonia",)),
+        Expected(False, (), invalid=("possible pneumonia",)),
         Expected(True, (PN,)),
     ),
     (
@@ -208,13 +216,13 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
     (
         "question-mark",
         ONLY + sol("Pneumonia?"),
-        Expected(True, (), invalid=("Pneumonia?",)),
+        Expected(False, (), invalid=("Pneumonia?",)),
         Expected(True, (PN,)),
     ),
     (
         "cannot-exclude",
         ONLY + sol("cannot exclude pneumothorax"),
-        Expected(True, (), invalid=("cannot exclude pneumothorax",)),
+        Expected(False, (), invalid=("cannot exclude pneumothorax",)),
         Expected(True, (PTX,)),
     ),
     (
@@ -231,7 +239,7 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
             "Cardiomegaly with central pulmonary vascular congestion and no acute cardiopulmonary findings."
         ),
         Expected(
-            True,
+            False,
             (),
             invalid=(
                 "Cardiomegaly with central pulmonary vascular congestion and no acute "
@@ -243,7 +251,7 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
     (
         "IU-picc",
         ONLY + sol("Left PICC in the mid SVC. Negative for pneumothorax."),
-        Expected(True, (), invalid=("Left PICC in the mid SVC",), negated=(PTX,)),
+        Expected(False, (), invalid=("Left PICC in the mid SVC",), negated=(PTX,)),
         Expected(True, (SD,), negated=(PTX,)),
     ),
     (
@@ -254,7 +262,7 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
             "than right. There is no pneumothorax."
         ),
         Expected(
-            True,
+            False,
             (),
             invalid=(
                 "There are small to moderate sized bilateral pleural effusions",
@@ -278,8 +286,8 @@ CASES: list[tuple[str, str, Expected, Expected | None]] = [
     (
         "label-list-in-think-only",
         "<think>Impression: cardiomegaly.</think><solution></solution>",
-        Expected(True, ()),
-        Expected(True, (CM,)),
+        Expected(False, ()),
+        Expected(False, (CM,)),  # lenient reads the think block, but the answer itself names nothing
     ),
     (
         "unclosed-solution",
@@ -329,7 +337,9 @@ def _check(result, expected: Expected, case_id: str) -> None:
     assert result.duplicates == list(expected.duplicates), (case_id, result)
     if expected.negated is not None:
         assert sorted(result.negated) == sorted(expected.negated), (case_id, result)
-    assert result.failed == (not expected.valid or not expected.labels), case_id
+    # One field says whether the answer parsed: it did exactly when nothing is wrong with it.
+    assert result.valid == (not result.problems), (case_id, result)
+    assert "failed" not in result.to_dict(), case_id
 
 
 def _to_nv_reason(text: str) -> str:
@@ -380,9 +390,17 @@ def test_extraneous_and_blocks_are_reported() -> None:
     assert result.problems == ["text outside the blocks"]
 
 
-def test_empty_solution_is_valid_but_failed() -> None:
-    result = parse_completion(ONLY + "<solution></solution>")
-    assert result.valid and result.failed and "empty <solution> block" in result.problems
+def test_an_answer_without_a_label_did_not_parse() -> None:
+    """The prompt asks for labels ("No Finding" for a normal study): a block naming none is no answer,
+    and the one field that says so never contradicts another."""
+    for solution, problem in [
+        ("", "empty <solution> block"),
+        ("possible pneumonia", "no label in the <solution> block (unrecognised: 'possible pneumonia')"),
+        ("No pneumothorax", "no label in the <solution> block (only negated: Pneumothorax)"),
+    ]:
+        result = parse_completion(ONLY + sol(solution))
+        assert not result.valid and result.labels == [] and result.problems == [problem], result
+        assert result.to_dict()["valid"] is False and "failed" not in result.to_dict()
 
 
 def test_custom_tags() -> None:

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from rewards.hard import HardReward, HardRewardConfig, jaccard
-from rewards.nuanced import MIMIC_LABEL_FREQUENCIES, NuancedReward, NuancedRewardConfig, label_frequencies
+from rewards.label_frequencies import CHEXPERT_LABEL_FREQUENCIES, label_frequencies
+from rewards.nuanced import NuancedReward, NuancedRewardConfig
 from rewards.protocol import RewardError, label_counts, score_request
 from shared.schemas import RewardItem, RewardRequest
 
@@ -21,16 +22,17 @@ def item(text: str, labels: list[str], n_tokens: int = 300) -> RewardItem:
     return RewardItem(text=text, labels=labels, n_tokens=n_tokens)
 
 
-# False-positive cost with the default MIMIC frequencies: 5 + 15 * f / max f, max f = 0.33 (No Finding).
-FP_NF = 5 + 15 * 0.33 / 0.33  # 20
-FP_SD = 5 + 15 * 0.292 / 0.33  # 18.2727...
-FP_PTX = 5 + 15 * 0.045 / 0.33  # 7.0454...
-FP_PO = 5 + 15 * 0.009 / 0.33  # 5.4090...
-FP_CM = 5 + 15 * 0.197 / 0.33  # 13.9545...
+# False-positive cost with the default CheXpert frequencies: 5 + 15 * f / max f, max f = 0.561
+# (Support Devices).
+FP_SD = 5 + 15 * 0.561 / 0.561  # 20
+FP_NF = 5 + 15 * 0.0889 / 0.561  # 7.3770...
+FP_PTX = 5 + 15 * 0.0926 / 0.561  # 7.4759...
+FP_PO = 5 + 15 * 0.0131 / 0.561  # 5.3503...
+FP_CM = 5 + 15 * 0.1224 / 0.561  # 8.2727...
 
 
 # ------------------------------------------------------------------------------------------------
-# Hard reward: r = Jaccard(Y, Ŷ) - 0.1·[n < 250] for a valid completion, 0 otherwise
+# Hard reward: r = Jaccard(Y, Ŷ) - 0.1·[n < 250] for a valid completion, -0.1 otherwise
 # ------------------------------------------------------------------------------------------------
 HARD_CASES = [
     # exact match, long: |∩|=2, |∪|=2 -> 1.0
@@ -43,23 +45,25 @@ HARD_CASES = [
     ("third", completion("Cardiomegaly, Pleural Effusion"), [CM, ED], 300, 1 / 3),
     # disjoint, short: 0 - 0.1 = -0.1
     ("disjoint-short", completion("Pneumothorax"), [ED], 10, -0.1),
-    # right labels but text outside the blocks: invalid -> 0 (no length penalty either)
-    ("extraneous", completion("Edema") + " Hope this helps.", [ED], 10, 0.0),
-    # no tags at all: invalid -> 0
-    ("no-tags", "Edema", [ED], 300, 0.0),
-    # valid with an empty solution: Jaccard({ED}, ∅) = 0, long -> 0
-    ("empty-solution", completion(""), [ED], 300, 0.0),
+    # right labels but text outside the blocks: malformed -> -0.1, the lowest a valid answer gets
+    ("extraneous", completion("Edema") + " Hope this helps.", [ED], 10, -0.1),
+    # no tags at all: malformed -> -0.1, long or not
+    ("no-tags", "Edema", [ED], 300, -0.1),
+    # an empty solution names no label: malformed -> -0.1
+    ("empty-solution", completion(""), [ED], 300, -0.1),
     # duplicates do not change the sets: {ED} vs {ED} -> 1.0
     ("duplicates", completion("Edema, edema"), [ED], 300, 1.0),
     # the threshold is strict: 249 tokens is short (1 - 0.1), 250 is not (1.0)
     ("249-tokens", completion("Edema"), [ED], 249, 0.9),
     ("250-tokens", completion("Edema"), [ED], 250, 1.0),
-    # hedged entry is no label in strict mode: Jaccard({PN}, ∅) = 0
-    ("hedged", completion("possible pneumonia"), [PN], 300, 0.0),
+    # hedged entry is no label in strict mode: no label named, malformed -> -0.1
+    ("hedged", completion("possible pneumonia"), [PN], 300, -0.1),
     # synonyms count: PTX + enlarged heart = {PTX, CM} vs {CM}: 1/2
     ("synonyms", completion("PTX, enlarged heart"), [CM], 300, 0.5),
-    # empty truth and empty solution: Jaccard(∅, ∅) = 1 by our convention
-    ("both-empty", completion(""), [], 300, 1.0),
+    # empty truth and empty solution: Jaccard(∅, ∅) never arises, the empty answer is malformed
+    ("both-empty", completion(""), [], 300, -0.1),
+    # empty truth (every finding uncertain): any valid answer has Jaccard 0
+    ("empty-truth", completion("No Finding"), [], 300, 0.0),
 ]
 
 
@@ -100,26 +104,27 @@ NUANCED_CASES = [
     ("partial", completion("Cardiomegaly"), [CM, ED], 35.0),
     # {ED, PTX} vs {ED}: recall 30·1/1 = 30, precision 20·1/2 = 10, false positive PTX -7.045 -> 32.954
     ("partial-with-fp", completion("Edema, Pneumothorax"), [ED], 30 + 10 - FP_PTX),
-    # wrong No Finding (the most frequent label) costs the most: 0 + 0 - 20 = -20
+    # wrong No Finding (8.9% of CheXpert's frontal images): 0 + 0 - 7.377
     ("wrong-no-finding", completion("No Finding"), [PE], -FP_NF),
-    # a wrong Support Devices costs 18.27, a wrong Pleural Other only 5.41
+    # a wrong Support Devices (the most frequent label) costs 20, a wrong Pleural Other only 5.35
     ("wrong-support-devices", completion("Support Devices"), [ED], -FP_SD),
     ("wrong-pleural-other", completion("Pleural Other"), [ED], -FP_PO),
     # exact on the set but one invalid entry: 100 - 100 = 0
     ("invalid-label", completion("Edema, Banana"), [ED], 0.0),
     # exact on the set with a duplicate: 100 - 25 = 75
     ("duplicate", completion("Edema, edema"), [ED], 75.0),
-    # text outside the blocks: 100 - 10 = 90
-    ("extraneous", completion("Edema") + "\nThanks!", [ED], 90.0),
-    # no think block: 100 - 50 (format) = 50
-    ("missing-think", "<solution>Edema</solution>", [ED], 50.0),
-    # no tags at all: no labels read; format -50, extraneous -10 -> -60
-    ("no-tags", "Edema", [ED], -60.0),
-    # empty solution: format -50 (no label could be read)
-    ("empty-solution", completion(""), [ED], -50.0),
-    # hedged entry: invalid -100, and no label read: format -50 -> -150
-    ("hedged", completion("possible pneumonia"), [PN], -150.0),
-    # {NF, CM} vs {CM}: recall 30, precision 20·1/2 = 10, false positive NF -20 -> 20
+    # Malformed answers pay the format term -(100 + 200 + 50) = -350 on top of what they earn.
+    # text outside the blocks: 100 - 10 - 350 = -260
+    ("extraneous", completion("Edema") + "\nThanks!", [ED], -260.0),
+    # no think block: 100 - 350 = -250
+    ("missing-think", "<solution>Edema</solution>", [ED], -250.0),
+    # no tags at all: no labels read; extraneous -10, format -350 -> -360
+    ("no-tags", "Edema", [ED], -360.0),
+    # empty solution: no label named: -350
+    ("empty-solution", completion(""), [ED], -350.0),
+    # hedged entry: invalid -100, and no label named: -100 - 350 = -450
+    ("hedged", completion("possible pneumonia"), [PN], -450.0),
+    # {NF, CM} vs {CM}: recall 30, precision 20·1/2 = 10, false positive NF -7.377 -> 32.62
     ("no-finding-conflict", completion("No Finding, Cardiomegaly"), [CM], 30 + 10 - FP_NF),
 ]
 
@@ -142,13 +147,14 @@ def test_nuanced_reward(case_id: str, text: str, truth: list[str], expected: flo
         "format",
         "repetition",
         "collapse",
+        "floor",
     }
     assert len(state["window"]) == (1 if scored.predicted_labels else 0)
 
 
 def test_frequent_false_positives_cost_more() -> None:
     reward = NuancedReward()
-    assert reward.false_positive_cost[NF] > reward.false_positive_cost[SD] > reward.false_positive_cost[PO]
+    assert reward.false_positive_cost[SD] > reward.false_positive_cost[NF] > reward.false_positive_cost[PO]
     assert reward.false_positive_cost[CM] == pytest.approx(FP_CM)
 
 
@@ -156,37 +162,19 @@ def test_window_penalty_after_a_run_of_identical_predictions() -> None:
     reward = NuancedReward()
     same = [item(completion("No Finding"), [NF]) for _ in range(100)]
     scored, state = reward.score(same, None)
-    # Items 1-99: the window is not full yet (guard acts from 100 predictions) -> exact match 100.
-    assert [s.total for s in scored[:99]] == [100.0] * 99
-    # Item 100: No Finding fills 100/100 > 70% of the window: repetition -30, collapse -50 -> 20.
-    assert scored[99].components["repetition"] == -30.0 and scored[99].components["collapse"] == -50.0
-    assert scored[99].total == 20.0
-    # A different answer next is not penalised: Edema is 1 of the last 100 -> 100.
-    # Then No Finding again: 99 of the last 100 -> 20 again.
+    # Items 1-70: No Finding holds at most 70 of the 100 slots -> exact match 100.
+    assert [s.total for s in scored[:70]] == [100.0] * 70
+    # Item 71: 71 > 70, one excess repetition: 100 - 30 - 50 = 20.
+    assert scored[70].components["repetition"] == -30.0 and scored[70].components["collapse"] == -50.0
+    assert scored[70].total == 20.0
+    # Item 100: 30 excess repetitions: 100 - 900 - 50 = -850, lifted to the valid floor, -200.
+    assert scored[99].total == -200.0 and scored[99].components["floor"] == 650.0
+    # A different answer next is not penalised: Edema holds 1 slot -> 100.
+    # Then No Finding again: 99 of the last 100, 29 excess: below the floor again -> -200.
     [edema, no_finding], _ = reward.score(
         [item(completion("Edema"), [ED]), item(completion("No Finding"), [NF])], state
     )
-    assert (edema.total, no_finding.total) == (100.0, 20.0)
-
-
-def test_window_threshold_is_strictly_more_than_70_percent() -> None:
-    reward = NuancedReward({"window_size": 10, "collapse_min_predictions": 10})
-    answers = [("Edema", [ED])] * 3 + [("No Finding", [NF])] * 8
-    scored, _ = reward.score([item(completion(text), truth) for text, truth in answers], None)
-    # Item 10: window = 3 ED + 7 NF; 7 > 0.7·10 is false -> no penalty, 100.
-    assert scored[9].total == 100.0
-    # Item 11: the oldest ED drops out: 2 ED + 8 NF; 8 > 7 -> -30 - 50 -> 20.
-    assert scored[10].total == 20.0
-
-
-def test_dominant_label_without_collapse() -> None:
-    reward = NuancedReward({"window_size": 10, "collapse_min_predictions": 10})
-    answers = [("Support Devices, Lung Opacity", [SD, LO]), ("Support Devices, Edema", [SD, ED])] * 5
-    scored, _ = reward.score([item(completion(text), truth) for text, truth in answers], None)
-    # Item 10: Support Devices is in 10/10 predictions (> 7): repetition -30 for that one label; the
-    # whole answer "Support Devices, Edema" is only 5/10: no collapse. 100 - 30 = 70.
-    assert scored[9].components["repetition"] == -30.0 and scored[9].components["collapse"] == 0.0
-    assert scored[9].total == 70.0
+    assert (edema.total, no_finding.total) == (100.0, -200.0)
 
 
 def test_unparseable_completions_do_not_enter_the_window() -> None:
@@ -206,11 +194,11 @@ def test_window_survives_a_restart() -> None:
     state = json.loads(json.dumps(state))
     second, _ = NuancedReward().score(batch[60:], state)
     assert [s.total for s in first + second] == [s.total for s in uninterrupted]
-    assert second[-1].total == 20.0  # the 100th prediction is penalised across the restart
+    assert second[10].total == 20.0  # the 71st prediction is penalised across the restart
 
 
 def test_retried_batch_scores_the_same() -> None:
-    reward = NuancedReward({"window_size": 5, "collapse_min_predictions": 5})
+    reward = NuancedReward({"window_size": 5})
     state = {"format": 1, "window": [NF] * 4}
     batch = [item(completion("No Finding"), [NF]), item(completion("Edema"), [ED])]
     first = reward.score(batch, state)
@@ -229,17 +217,19 @@ def test_bad_state_is_a_clear_error() -> None:
 def test_nuanced_config_validation() -> None:
     with pytest.raises(ValueError, match="missing"):
         NuancedRewardConfig(label_frequencies={NF: 0.5})
-    with pytest.raises(ValueError, match="cannot exceed"):
-        NuancedRewardConfig(window_size=10, collapse_min_predictions=20)
-    frequencies = dict(MIMIC_LABEL_FREQUENCIES, **{PO: 0.0})
+    with pytest.raises(ValueError, match="collapse_min_predictions is gone"):
+        NuancedRewardConfig(window_size=10, collapse_min_predictions=10)
+    with pytest.raises(ValueError, match="format_penalty"):
+        NuancedRewardConfig(format_penalty=0)  # the margin must be positive
+    frequencies = dict(CHEXPERT_LABEL_FREQUENCIES, **{PO: 0.0})
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         NuancedRewardConfig(label_frequencies=frequencies)
 
 
 def test_label_frequencies_from_a_split() -> None:
     frequencies = label_frequencies([[NF], [CM, ED], [CM]])
-    assert frequencies[CM] == pytest.approx(2 / 3) and frequencies[NF] == pytest.approx(1 / 3)
-    assert frequencies[PTX] == pytest.approx(0.5 / 3)  # unseen labels get half a count
+    assert frequencies[CM] == 0.6667 and frequencies[NF] == 0.3333  # shares to 4 decimals
+    assert frequencies[PTX] == 0.1667  # unseen labels get half a count: 0.5 / 3
     NuancedReward({"label_frequencies": frequencies})  # a valid config
 
 

@@ -38,14 +38,15 @@ def test_parse_command_nv_reason_tags(monkeypatch, capsys) -> None:
 
 def test_reward_command_carries_the_window(monkeypatch, capsys, tmp_path) -> None:
     config = tmp_path / "nuanced.yaml"
-    config.write_text("window_size: 3\ncollapse_min_predictions: 3\n")
+    config.write_text("window_size: 3\n")
     line = json.dumps(
         {"text": "<think>x</think><solution>No Finding</solution>", "labels": ["No Finding"], "n_tokens": 5}
     )
     code, out, _ = run(
         monkeypatch, capsys, ["reward", "--name", "nuanced", "--config", str(config)], [line] * 3
     )
-    # Lines 1-2: exact match 100; line 3 fills the 3-slot window with No Finding: 100 - 30 - 50 = 20.
+    # Window of 3: No Finding dominates beyond ⌊0.7·3⌋ = 2 slots. Lines 1-2: exact match 100;
+    # line 3 is one excess repetition: 100 - 30 - 50 = 20.
     assert code == 0 and [record["reward"] for record in out] == [100.0, 100.0, 20.0]
     assert out[2]["components"]["collapse"] == -50.0
 
@@ -55,7 +56,9 @@ def test_hard_reward_command(monkeypatch, capsys) -> None:
         {"text": "<think>x</think><solution>Edema</solution>", "labels": ["Edema"], "n_tokens": 10}
     )
     code, out, _ = run(monkeypatch, capsys, ["reward", "--name", "hard"], [line])
-    assert code == 0 and out == [{"reward": 0.9, "components": {"jaccard": 1.0, "length_penalty": -0.1}}]
+    assert code == 0 and out == [
+        {"reward": 0.9, "components": {"jaccard": 1.0, "length_penalty": -0.1, "format": 0.0}}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +97,9 @@ def test_lines_before_a_bad_line_are_written(monkeypatch, capsys) -> None:
         {"text": "<think>x</think><solution>Edema</solution>", "labels": ["Edema"], "n_tokens": 300}
     )
     code, out, err = run(monkeypatch, capsys, ["reward", "--name", "hard"], [good, "oops"])
-    assert code == 1 and out == [{"reward": 1.0, "components": {"jaccard": 1.0, "length_penalty": 0.0}}]
+    assert code == 1 and out == [
+        {"reward": 1.0, "components": {"jaccard": 1.0, "length_penalty": 0.0, "format": 0.0}}
+    ]
     assert "stdin line 2" in err
 
 

@@ -28,7 +28,7 @@ def items(*label_sets: list[str], fail: bool = False) -> list[RewardItem]:
 
 def test_builtin_rewards_by_name() -> None:
     assert load_reward("hard").name == "hard"
-    nuanced = load_reward("nuanced", {"window_size": 7, "collapse_min_predictions": 7})
+    nuanced = load_reward("nuanced", {"window_size": 7})
     assert nuanced.name == "nuanced" and nuanced.config.window_size == 7
 
 
@@ -96,7 +96,7 @@ def test_failed_batch_is_not_recorded_then_retry_succeeds() -> None:
 
 
 def test_state_is_carried_and_checkpointed() -> None:
-    config = {"window_size": 4, "collapse_min_predictions": 4}
+    config = {"window_size": 4}
     batches = [items(["No Finding"], ["No Finding"]) for _ in range(4)]
     straight = RewardClient.in_process(NuancedReward(config))
     straight_totals = [straight.score(f"b{i}", batch).totals for i, batch in enumerate(batches)]
@@ -109,8 +109,9 @@ def test_state_is_carried_and_checkpointed() -> None:
     resumed_totals += [second.score(f"b{i}", batch).totals for i, batch in enumerate(batches[2:], start=2)]
 
     assert resumed_totals == straight_totals
-    # The window (4 slots) is full at the 4th prediction: No Finding 4/4 > 70% -> 100 - 30 - 50.
-    assert straight_totals[1] == [100.0, 20.0] and straight_totals[3] == [20.0, 20.0]
+    # Window of 4 slots: No Finding dominates once it holds more than ⌊0.7·4⌋ = 2 of them. The 3rd
+    # prediction is one excess repetition: 100 - 30 - 50 = 20; from the 4th on, two: 100 - 60 - 50.
+    assert straight_totals[1] == [20.0, -10.0] and straight_totals[3] == [-10.0, -10.0]
     assert second.batches_scored == 4
 
 
