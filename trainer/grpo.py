@@ -27,17 +27,18 @@ from shared.schemas import AdapterSelector, AdapterUpdate, RewardItem, RolloutRe
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from trainer.grpo_config import GrpoConfig
 from trainer.grpo_data import RlSampler
-from trainer.grpo_loss import group_advantages, grpo_token_loss, token_weights
+from trainer.grpo_loss import group_advantages, grpo_token_loss, loss_temperature, token_weights
 from trainer.grpo_stats import StepStats
-from trainer.logprobs import canary_logprobs, completion_batch, move, prompt_inputs, token_logprobs
+from trainer.logprobs import canary_logprobs, completion_batch, move, policy_logprobs, prompt_inputs
 from trainer.lora import adapter_update
 from trainer.model import load_policy, resolve_device, resolve_dtype
-from trainer.rollouts import RolloutDispatcher, rollout_item
+from trainer.rollouts import RolloutDispatcher, StalePolicyError, rollout_item, served_policies
 from trainer.sync import AdapterPublisher
 
 log = logging.getLogger("cxr_rl.grpo")
 POLICY, REFERENCE = "policy", "reference"
 ROLLOUT_ATTEMPTS = 3
+RECOVERABLE_STATUS = (404, 500, 502, 503, 504)  # a replica restarted (version gone) or is restarting
 # How closely the server's canary logprobs must match ours: float32 agrees to ~1e-6 on CPU; in bf16
 # two implementations differ by a few 1e-2.
 CANARY_TOLERANCE = {torch.float32: 1e-3}
@@ -142,6 +143,8 @@ class GrpoTrainer:
         return served
 
     def _lr_factor(self, step: int) -> float:
+        """The rate of GRPO step `step + 1` (0-based `step`), for all its mu updates: the schedule
+        advances once per GRPO step, so warm-up and the cosine horizon count GRPO steps."""
         optim = self.config.optim
         if step < optim.warmup_steps:
             return (step + 1) / (optim.warmup_steps + 1)
@@ -178,42 +181,34 @@ class GrpoTrainer:
     # One step
     # ------------------------------------------------------------------------------------------
     def _sample(self, items, *, n: int, max_tokens: int, seed: int) -> list[RolloutResult]:
-        sampling = self.config.sampling
+        """Completions of version `step_count`, read back from what the server says produced them: a
+        replica that answers with another version (one that missed an update) gets the version
+        reloaded and is asked again; then the batch is refused."""
+        sampling, wanted = self.config.sampling, (self.config.adapter_name, self.step_count)
         selector = AdapterSelector(name=self.config.adapter_name, version=self.step_count)
         for attempt in range(ROLLOUT_ATTEMPTS):
+            last = self.recover_replicas is None or attempt + 1 == ROLLOUT_ATTEMPTS
             try:
                 results = self.rollouts.sample(
                     items, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
                     max_tokens=max_tokens, seed=seed, adapter=selector,
                 )  # fmt: skip
-                break
             except (httpx.TransportError, RolloutServerError) as error:
-                recoverable = not isinstance(error, RolloutServerError) or error.status in (
-                    404,
-                    500,
-                    502,
-                    503,
-                    504,
-                )
-                if not recoverable or self.recover_replicas is None or attempt + 1 == ROLLOUT_ATTEMPTS:
+                recoverable = not isinstance(error, RolloutServerError) or error.status in RECOVERABLE_STATUS
+                if not recoverable or last:
                     raise
-                log.warning(
-                    "rollout failed (%s); reloading version %d into the replicas and retrying",
-                    error,
-                    self.step_count,
-                )
+                log.warning("rollout failed (%s); reloading version %d and retrying", error, self.step_count)
                 self.recover_replicas(self.step_count)
-        for result in results:
-            for completion in result.completions:
-                if (
-                    completion.adapter_version != self.step_count
-                    or completion.adapter_name != self.config.adapter_name
-                ):
-                    raise RuntimeError(
-                        f"a completion of step {self.step_count + 1} came from {completion.adapter_name} "
-                        f"v{completion.adapter_version}, not v{self.step_count}"
-                    )
-        return results
+                continue
+            served = served_policies(results)
+            if served == {wanted}:
+                return results
+            error = StalePolicyError(self.step_count + 1, wanted, served)
+            if last:
+                raise error
+            log.warning("%s; reloading version %d and retrying", error, self.step_count)
+            self.recover_replicas(self.step_count)
+        raise AssertionError("unreachable")
 
     def _prompt_inputs(self, image_bytes: bytes, result: RolloutResult) -> dict[str, torch.Tensor]:
         inputs = prompt_inputs(self.processor, self.prompt_text, decode_xray(image_bytes))
@@ -244,7 +239,7 @@ class GrpoTrainer:
 
     def step(self) -> dict[str, Any]:
         config, sampling = self.config, self.config.sampling
-        stats = StepStats(step=self.step_count + 1, policy_version=self.step_count)
+        stats = StepStats(step=self.step_count + 1)
         started = time.perf_counter()
         records = self.sampler.next_batch()
         images = [record.image_path(self.manifest_dir).read_bytes() for record in records]
@@ -256,6 +251,7 @@ class GrpoTrainer:
             seed=config.seed * 1_000_003 + self.step_count * 1_009,
         )
         stats.time("rollout_s", started)
+        ((_, stats.values["policy_version"]),) = served_policies(results)  # as the server reports it
 
         started = time.perf_counter()
         reward_items = [
@@ -276,7 +272,7 @@ class GrpoTrainer:
         )
 
         started = time.perf_counter()
-        scaled = torch.tensor(reward.totals, dtype=torch.float32) * reward.scale  # the reward's declared scale
+        scaled = torch.tensor(reward.totals, dtype=torch.float32) * reward.scale  # its declared scale
         self._train(images, results, scaled, stats)
         stats.time("train_s", started)
 
@@ -288,7 +284,7 @@ class GrpoTrainer:
         if self.step_count % config.checkpoint_every == 0 or self.step_count == config.max_steps:
             self.save()
         stats.time("checkpoint_s", started)
-        metrics = stats.finish(lr=self.scheduler.get_last_lr()[0], agreement_warn=config.agreement_warn)
+        metrics = stats.finish(agreement_warn=config.agreement_warn)
         if metrics.get("logprob_diff_max", 0.0) > config.agreement_warn:
             log.warning(
                 "step %d: server and trainer logprobs differ by up to %.3g (mean %.3g): importance ratios are off",
@@ -300,36 +296,40 @@ class GrpoTrainer:
     def _train(
         self, images: list[bytes], results: list[RolloutResult], rewards: torch.Tensor, stats: StepStats
     ) -> None:
+        """The step's mu optimizer updates on one sampled batch, all at one learning rate; the
+        schedule then advances once (it counts GRPO steps, its horizon `max_steps`)."""
         config = self.config
+        # The distribution the ratio and the KL are taken under (see trainer.grpo_loss, "Temperature").
+        temperature = loss_temperature(config.loss, config.sampling.temperature)
         advantages = group_advantages(rewards, config.sampling.group_size, config.loss.scale_rewards)
         total_completions = len(rewards)
         total_tokens = sum(len(c.token_ids) for result in results for c in result.completions)
         groups = []
         for image, result in zip(images, results, strict=True):
             inputs = self._prompt_inputs(image, result)
-            batch = move(
-                completion_batch(inputs, [c.token_ids for c in result.completions], self.pad_id),
-                self.device,
-                self.dtype,
-            )
-            groups.append((batch, result))
+            completions = [c.token_ids for c in result.completions]
+            batch = completion_batch(inputs, completions, self.pad_id, causal_images=self.causal_images)
+            groups.append((move(batch, self.device, self.dtype), result))
         self.model.train()
         old_logprobs: list[torch.Tensor | None] = [None] * len(groups)
         ref_logprobs: list[torch.Tensor | None] = [None] * len(groups)
         if config.loss.beta > 0:
             with torch.no_grad(), self._reference():
                 for index, (batch, _) in enumerate(groups):
-                    ref_logprobs[index] = token_logprobs(self.model, batch)[0]
+                    ref_logprobs[index] = policy_logprobs(self.model, batch, temperature).logprobs
         if config.updates_per_batch > 1:  # mu > 1: the behaviour policy's logprobs, before any update
             with torch.no_grad():
                 for index, (batch, _) in enumerate(groups):
-                    old_logprobs[index] = token_logprobs(self.model, batch)[0]
+                    old_logprobs[index] = policy_logprobs(self.model, batch, temperature).logprobs
+        lr = self.scheduler.get_last_lr()[0]  # the rate of every update of this step
+        grad_norms = []
         for update in range(config.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
             for index, (batch, result) in enumerate(groups):
-                logprobs, entropy = token_logprobs(self.model, batch, with_entropy=update == 0)
+                first = update == 0
+                current = policy_logprobs(self.model, batch, temperature, with_entropy=first, with_raw=first)
                 if old_logprobs[index] is None:
-                    old_logprobs[index] = logprobs.detach()
+                    old_logprobs[index] = current.logprobs.detach()
                 mask = batch.completion_mask
                 group_slice = slice(
                     index * config.sampling.group_size, (index + 1) * config.sampling.group_size
@@ -338,18 +338,20 @@ class GrpoTrainer:
                     mask, config.loss, total_completions, config.sampling.max_tokens, total_tokens
                 )
                 loss, loss_stats = grpo_token_loss(
-                    logprobs, old_logprobs[index], ref_logprobs[index], advantages[group_slice].to(self.device),
-                    mask, weights, config.loss,
+                    current.logprobs, old_logprobs[index], ref_logprobs[index],
+                    advantages[group_slice].to(self.device), mask, weights, config.loss,
                 )  # fmt: skip
                 loss.backward()
-                if update == 0:
-                    stats.add_group(loss.item(), loss_stats, entropy, mask, old_logprobs[index], result)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], config.optim.grad_clip
+                if first:  # the server's raw logprobs against ours, before any update: like with like
+                    stats.add_group(loss.item(), loss_stats, current.entropy, mask, current.raw, result)
+            grad_norms.append(
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in self.model.parameters() if p.requires_grad], config.optim.grad_clip
+                ).item()
             )
             self.optimizer.step()
-            self.scheduler.step()
-            stats.values["grad_norm"] = float(grad_norm)
+        self.scheduler.step()
+        stats.add_updates(lr, grad_norms)
         self.model.eval()
 
     # ------------------------------------------------------------------------------------------

@@ -16,6 +16,17 @@ and the batch loss sums loss_it over real tokens, divided by
     token_mean:     number of real tokens (DAPO)
     sequence_mean:  each completion by its own length, then the mean over completions (original GRPO)
 ChexReason's setting: beta = 0.15, eps_low = 0.15, eps_high = 0.22, Dr. GRPO normalisation.
+
+Temperature. The completions are sampled from softmax(logits / T), T = `sampling.temperature`
+(0.8 by default, with top-p 0.95). With `logprobs="tempered"` (the default) logp, logp_old and
+logp_ref are all taken under softmax(logits / T), as TRL's GRPOTrainer and verl do: the ratio then
+compares the distribution that drew the tokens with its update, the group-mean baseline centres the
+score function of that same distribution, and the k3 estimator sees tokens drawn from the policy it
+assumes. With `logprobs="raw"` they are taken at T = 1 (the model's own distribution): tokens then
+come from one distribution and the gradient's log-likelihood from another. Neither renormalises over
+the top-p nucleus (TRL does not either): a token an update pushed outside it would get an infinite
+ratio. The rollout server's logprobs are raw in both modes; the trainer compares them with its own
+raw logprobs (trainer.logprobs).
 """
 
 from dataclasses import dataclass
@@ -35,6 +46,14 @@ class GrpoLossSettings(BaseModel):
     clip_high: float = Field(0.22, ge=0.0)
     normalisation: Normalisation = "dr_grpo"
     scale_rewards: Literal["none", "group_std"] = "none"
+    # Which distribution logp, logp_old and logp_ref (so the ratio and the KL) are taken under; see
+    # "Temperature" in the module docstring.
+    logprobs: Literal["tempered", "raw"] = "tempered"
+
+
+def loss_temperature(settings: GrpoLossSettings, sampling_temperature: float) -> float:
+    """The temperature logp, logp_old and logp_ref are taken at."""
+    return sampling_temperature if settings.logprobs == "tempered" else 1.0
 
 
 def group_advantages(

@@ -1,5 +1,6 @@
 """What one GRPO step logs: rewards and their components, per-label F1, KL, entropy, clip
-fractions, lengths, zero-variance groups, train/inference logprob agreement and the time split."""
+fractions, lengths, zero-variance groups, train/inference logprob agreement, the learning rate and
+gradient norms of the step's updates, and the time split."""
 
 import time
 from typing import Any
@@ -11,7 +12,8 @@ from trainer.grpo_loss import LossStats
 
 
 class StepStats:
-    def __init__(self, step: int, policy_version: int):
+    def __init__(self, step: int, policy_version: int | None = None):
+        # policy_version: the adapter version the rollout server says produced the completions
         self.values: dict[str, Any] = {"step": step, "policy_version": policy_version}
         self._started = time.perf_counter()
         self._tokens = self._kl = self._low = self._high = self._entropy = self._loss = 0.0
@@ -53,6 +55,7 @@ class StepStats:
         trainer_logprobs: torch.Tensor,
         result: RolloutResult,
     ) -> None:
+        """`trainer_logprobs`: ours at temperature 1, as the server's (vLLM's raw logprobs) are."""
         self._loss += loss
         self._tokens += loss_stats.tokens
         self._kl += loss_stats.kl
@@ -66,7 +69,17 @@ class StepStats:
             ours = trainer_logprobs[row, : len(served)].detach().double().cpu()
             self._diffs.append((ours - served).abs())
 
-    def finish(self, lr: float, agreement_warn: float) -> dict[str, Any]:
+    def add_updates(self, lr: float, grad_norms: list[float]) -> None:
+        """The learning rate all of the step's updates used, and each update's gradient norm
+        (before clipping)."""
+        self.values.update(
+            lr=lr,
+            grad_norm=sum(grad_norms) / len(grad_norms),
+            grad_norm_max=max(grad_norms),
+            updates=len(grad_norms),
+        )
+
+    def finish(self, agreement_warn: float) -> dict[str, Any]:
         tokens = max(1.0, self._tokens)
         diffs = torch.cat(self._diffs) if self._diffs else torch.zeros(1, dtype=torch.float64)
         self.values.update(
@@ -76,7 +89,6 @@ class StepStats:
             clip_low_frac=self._low / tokens,
             clip_high_frac=self._high / tokens,
             ratio_max=self._ratio_max,
-            lr=lr,
             logprob_diff_mean=diffs.mean().item(),
             logprob_diff_max=diffs.max().item(),
             logprob_mismatch_warning=bool(diffs.max().item() > agreement_warn),

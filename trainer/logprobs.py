@@ -1,7 +1,10 @@
 """Per-token log-probabilities of sampled completions under the trainer's model.
 
-Logprobs are of the raw logits (no temperature, no top-p), matching vLLM's default
-`logprobs_mode="raw_logprobs"`, so the trainer's and the server's numbers are comparable.
+The GRPO loss takes them at a temperature (`GrpoLossSettings.logprobs`): the logits divided by the
+sampling temperature, or the raw logits. The rollout server returns vLLM's `raw_logprobs` (the
+engine default: before temperature and top-p; `processed_logprobs` would also renormalise over the
+top-p nucleus, which no trainer-side distribution reproduces), so the agreement check always
+compares the trainer's raw logprobs with the server's, whichever distribution the loss uses.
 """
 
 from dataclasses import dataclass
@@ -85,8 +88,21 @@ def move(
     )
 
 
-def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = False):
-    """Log-probabilities [G, T] of the completion tokens (and the policy entropy per token).
+@dataclass
+class PolicyLogprobs:
+    logprobs: torch.Tensor  # [G, T] at the requested temperature, with the graph for backward
+    entropy: torch.Tensor | None  # [G, T] of the same (tempered) distribution, detached
+    raw: torch.Tensor | None  # [G, T] at temperature 1, detached: comparable to vLLM's raw_logprobs
+
+
+def policy_logprobs(
+    model: Any,
+    batch: CompletionBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    with_raw: bool = False,
+) -> PolicyLogprobs:
+    """Log-probabilities [G, T] of the completion tokens under softmax(logits / temperature).
 
     Only the completion positions' logits are materialised (`logits_to_keep`): with a 262k
     vocabulary the full [G, L, V] logits would not fit.
@@ -94,14 +110,27 @@ def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = Fals
     steps = batch.completion_ids.shape[1]
     output = model(**batch.inputs, logits_to_keep=steps + 1, use_cache=False)
     logits = output.logits[:, :-1, :].float()
-    log_probs = torch.log_softmax(logits, dim=-1)
-    chosen = log_probs.gather(-1, batch.completion_ids.unsqueeze(-1)).squeeze(-1)
-    if not with_entropy:
-        return chosen, None
+    index = batch.completion_ids.unsqueeze(-1)
+    log_probs = torch.log_softmax(logits / temperature if temperature != 1.0 else logits, dim=-1)
+    chosen = log_probs.gather(-1, index).squeeze(-1)
+    entropy = raw = None
     with torch.no_grad():  # logged, not optimised: keeps no extra [G, T, V] tensor for backward
-        detached = log_probs.detach()
-        entropy = -(detached.exp() * detached).sum(-1)
-    return chosen, entropy
+        if with_entropy:
+            detached = log_probs.detach()
+            entropy = -(detached.exp() * detached).sum(-1)
+        if with_raw:
+            if temperature == 1.0:
+                raw = chosen.detach()
+            else:
+                detached = logits.detach()
+                raw = detached.gather(-1, index).squeeze(-1) - torch.logsumexp(detached, dim=-1)
+    return PolicyLogprobs(chosen, entropy, raw)
+
+
+def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = False):
+    """(raw logprobs [G, T], entropy [G, T] or None): `policy_logprobs` at temperature 1."""
+    result = policy_logprobs(model, batch, with_entropy=with_entropy)
+    return result.logprobs, result.entropy
 
 
 def canary_logprobs(model: Any) -> list[float]:

@@ -56,3 +56,20 @@ class RolloutDispatcher:
             for client, (start, chunk) in zip(self.clients, chunks, strict=False)
         ]
         return [result for future in futures for result in future.result()]
+
+
+def served_policies(results: list[RolloutResult]) -> set[tuple[str | None, int | None]]:
+    """(adapter name, version) of every completion, as the server reports what produced it."""
+    return {(c.adapter_name, c.adapter_version) for result in results for c in result.completions}
+
+
+class StalePolicyError(RuntimeError):
+    """The rollout server answered with completions of a policy version other than the one asked."""
+
+    def __init__(self, step: int, wanted: tuple[str, int], served: set[tuple[str | None, int | None]]):
+        got = ", ".join(f"{name} v{version}" for name, version in sorted(served, key=str))
+        super().__init__(
+            f"step {step} asked the rollout server for {wanted[0]} v{wanted[1]} but got completions of {got}: "
+            "a replica serves a stale policy (it missed an adapter update); the batch is refused, since "
+            "its importance ratios and KL would be taken against the wrong policy"
+        )
