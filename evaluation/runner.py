@@ -165,7 +165,9 @@ def server_error(client: RolloutClient, error: Exception, where: str = "") -> Us
     if isinstance(error, RolloutServerError):
         if error.status in (401, 403):
             return UserError(f"{client.base_url} refused the API token (give the right one with --token)")
-        return UserError(f"{prefix}{client.base_url} answered {error.status}: {error.field}: {error.reason}")
+        message = f"{prefix}{client.base_url} answered {error.status}: {error.field}: {error.reason}"
+        # 503: not serving right now (its engine loading, or dead and the server going down)
+        return UnreachableServer(message) if error.status == 503 else UserError(message)
     return UnreachableServer(f"{prefix}cannot reach the rollout server at {client.base_url} ({error})")
 
 

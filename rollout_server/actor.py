@@ -1,10 +1,17 @@
 """The rollout server as a Ray actor: the same HTTP server, placed by the driver, plus a Ray method
-through which the trainer hands over LoRA tensors (via the object store, no shared filesystem)."""
+through which the trainer hands over LoRA tensors (via the object store, no shared filesystem).
+
+A replica whose vLLM engine dies has Ray restart it (a fresh process, engine and port): it stops
+serving, answers the requests in flight with 503, and kills its own actor with restart allowed.
+Calls that meet it meanwhile wait for that and then fail as Ray calls to a restarting actor do
+(`ActorUnavailableError`), which callers already retry (`shared.ray_calls`)."""
 
 import asyncio
+import logging
 from typing import Any
 
 from rollout_server.config import ServerConfig
+from rollout_server.errors import RequestError
 from rollout_server.runner import EmbeddedServer
 from shared.ray_calls import get_all_through_restarts
 from shared.schemas import AdapterInfo, AdapterUpdate
@@ -15,6 +22,9 @@ def replica_urls(replicas: list[Any]) -> list[str]:
     return get_all_through_restarts(
         [replica.start.remote for replica in replicas], "starting the rollout replicas"
     )
+
+
+log = logging.getLogger("cxr_rl.rollout_server")
 
 
 class RolloutServerActor:
@@ -32,7 +42,9 @@ class RolloutServerActor:
         calls `start` again and reloads the adapter it should serve."""
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start(ready_timeout_s))
-        return await asyncio.shield(self._starting)
+        url = await asyncio.shield(self._starting)
+        await self._unless_engine_died()
+        return url
 
     async def _start(self, ready_timeout_s: float) -> str:
         url = await self.server.start()
@@ -40,19 +52,36 @@ class RolloutServerActor:
         if self.server.config.host in ("0.0.0.0", "::"):  # reachable from other nodes: advertise our IP
             url = url.replace("127.0.0.1", await self.node_ip())
         self._url = url
+        self.server.on_engine_death(self._restart)
         return url
+
+    async def _restart(self) -> None:
+        """Called once the engine has died and the HTTP server has stopped: end this process so
+        that Ray starts the replica afresh (counted against `max_restarts`)."""
+        import ray
+
+        log.error("rollout replica: the vLLM engine died; asking Ray to restart this replica")
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
+
+    async def _unless_engine_died(self) -> None:
+        """With a dead engine, wait for the restart (`_restart` ends this process) instead of
+        answering for a replica that can no longer serve."""
+        if self.server.service.engine_dead:
+            await asyncio.Event().wait()
 
     async def url(self) -> str | None:
         return self._url
 
     async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
         await self.start()  # a restarted replica loads its engine first
-        return await self.server.service.load_adapter_update(update)
+        try:
+            return await self.server.service.load_adapter_update(update)
+        except RequestError:
+            await self._unless_engine_died()  # died during the load: the caller retries after the restart
+            raise
 
     async def forget_adapter(self, name: str) -> list[int]:
         """Unload every version of `name` (a resumed run re-publishes from its checkpoint)."""
-        from rollout_server.errors import RequestError
-
         await self.start()
         try:
             return await self.server.service.adapters.unload(name, None)

@@ -84,5 +84,4 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no model at {config.engine.model} (expected a folder with config.json)")
     from rollout_server.runner import serve_forever
 
-    serve_forever(config)
-    return 0
+    return serve_forever(config)  # 1 when the engine died (for a supervisor to restart the server)

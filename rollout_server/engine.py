@@ -1,12 +1,28 @@
 """vLLM's async engine, started from our typed config, with the few calls the server needs."""
 
 import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from rollout_server.config import EngineConfig
+from rollout_server.errors import RequestError
 from shared.chat import CANARY_TOKEN_IDS
+
+ENGINE_DEAD = "the vLLM engine died; this server is going down to be restarted (poll /ready)"
+
+
+@contextlib.contextmanager
+def engine_alive() -> Iterator[None]:
+    """A call into a dead engine answers 503 (retry elsewhere or later), not a 500."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    try:
+        yield
+    except EngineDeadError:
+        raise RequestError(503, "server", ENGINE_DEAD) from None
 
 
 def engine_args(config: EngineConfig) -> Any:
@@ -67,10 +83,23 @@ class RolloutEngine:
             self.llm.shutdown()
             self.llm = None
 
+    @property
+    def dead(self) -> bool:
+        """True once the engine core process has died (vLLM's monitor thread notices at once; every
+        request in flight then fails with `EngineDeadError`, and so would every later one)."""
+        return self.llm is not None and self.llm.errored
+
+    def unfinished_requests(self) -> int:
+        """Requests inside vLLM (waiting or running); a request whose caller gave up is aborted."""
+        return 0 if self.llm is None else self.llm.output_processor.get_num_unfinished_requests()
+
     async def generate(self, prompt: dict[str, Any], params: Any, lora_request: Any = None) -> Any:
         final = None
-        async for output in self.llm.generate(prompt, params, uuid.uuid4().hex, lora_request=lora_request):
-            final = output
+        with engine_alive():
+            async for output in self.llm.generate(
+                prompt, params, uuid.uuid4().hex, lora_request=lora_request
+            ):
+                final = output
         return final
 
     async def canary_logprobs(self, lora_request: Any) -> list[float]:
@@ -82,8 +111,11 @@ class RolloutEngine:
         return [next(iter(entry.values())).logprob for entry in output.prompt_logprobs[1:]]
 
     async def add_lora(self, lora_request: Any) -> None:
-        if not await self.llm.add_lora(lora_request):
+        with engine_alive():
+            added = await self.llm.add_lora(lora_request)
+        if not added:
             raise RuntimeError(f"vLLM refused adapter {lora_request.lora_name}")
 
     async def remove_lora(self, lora_int_id: int) -> None:
-        await self.llm.remove_lora(lora_int_id)
+        with engine_alive():
+            await self.llm.remove_lora(lora_int_id)

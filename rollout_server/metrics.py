@@ -1,10 +1,12 @@
 """Prometheus metrics of one server (its own registry: no process-wide globals)."""
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class ServerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, engine_requests: Callable[[], float] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "cxr_rl_requests",
@@ -18,6 +20,13 @@ class ServerMetrics:
             "cxr_rl_prompt_tokens", "prompt tokens processed", registry=self.registry
         )
         self.queue_depth = Gauge("cxr_rl_queue_depth", "items waiting or generating", registry=self.registry)
+        self.engine_requests = Gauge(
+            "cxr_rl_engine_requests",
+            "requests inside the vLLM engine (waiting or running)",
+            registry=self.registry,
+        )
+        if engine_requests is not None:
+            self.engine_requests.set_function(engine_requests)
         self.adapter_version = Gauge(
             "cxr_rl_adapter_version", "latest loaded version per adapter", ["adapter"], registry=self.registry
         )

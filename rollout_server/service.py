@@ -13,7 +13,7 @@ from typing import Any
 
 from rollout_server.adapters import AdapterRegistry, AdapterVersion
 from rollout_server.config import ServerConfig
-from rollout_server.engine import RolloutEngine
+from rollout_server.engine import ENGINE_DEAD, RolloutEngine
 from rollout_server.errors import RequestError, invalid
 from rollout_server.inputs import PreparedPrompt, prepare_item
 from rollout_server.metrics import ServerMetrics
@@ -52,10 +52,10 @@ class RolloutService:
         self.prompts = PromptRegistry()
         if config.prompt_formats_file:
             self.prompts.add_from_file(config.prompt_formats_file)
-        self.metrics = ServerMetrics()
+        self.metrics = ServerMetrics(engine_requests=self.engine.unfinished_requests)
         self.processor: Any = None
         self.placeholder_bias: dict[int, float] = {}
-        self.ready = False
+        self._started = False
         self.startup_error: str | None = None
 
     async def start(self) -> None:
@@ -67,10 +67,23 @@ class RolloutService:
                 token: -100.0 for token in multimodal_placeholder_ids(self.config.engine.model)
             }
             await self.engine.start()
-            self.ready = True
+            self._started = True
         except Exception as error:
             self.startup_error = f"{type(error).__name__}: {error}"
             raise
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self.engine.dead
+
+    @property
+    def engine_dead(self) -> bool:
+        return self.engine.dead
+
+    def not_ready_reason(self) -> str:
+        if self.engine.dead:
+            return ENGINE_DEAD
+        return self.startup_error or "the engine is still loading; poll /ready"
 
     def info(self) -> ServerInfo:
         import vllm
@@ -90,7 +103,7 @@ class RolloutService:
         return self._owned_adapter_dir
 
     def shutdown(self) -> None:
-        self.ready = False
+        self._started = False
         self.engine.shutdown()
         if self._owned_adapter_dir is not None:  # adapters sent as bytes live only as long as we do
             shutil.rmtree(self._owned_adapter_dir, ignore_errors=True)
@@ -104,6 +117,10 @@ class RolloutService:
             raise invalid("items", f"{items} items is over the limit of {limits.max_items} per request")
         if settings.n > limits.max_n:
             raise invalid("n", f"n={settings.n} is over the limit of {limits.max_n}")
+        if settings.min_tokens > settings.max_tokens:
+            raise invalid(
+                "min_tokens", f"min_tokens={settings.min_tokens} is over max_tokens={settings.max_tokens}"
+            )
         if settings.max_tokens >= engine.max_model_len:
             raise invalid(
                 "max_tokens",
@@ -124,11 +141,11 @@ class RolloutService:
         adapter = self.adapters.acquire(request.adapter)
         self.metrics.queue_depth.inc(len(prepared))
         try:
-            results = await asyncio.gather(
-                *(
+            results = await gather_or_cancel(
+                [
                     self._sample(index, prompt, request, adapter, preprocess_s)
                     for index, prompt in enumerate(prepared)
-                )
+                ]
             )
         finally:
             self.metrics.queue_depth.dec(len(prepared))
@@ -168,6 +185,7 @@ class RolloutService:
             temperature=settings.temperature,
             top_p=settings.top_p,
             max_tokens=settings.max_tokens,
+            min_tokens=settings.min_tokens,
             logprobs=0,
             seed=None if settings.seed is None else settings.seed + index,  # items of a batch differ
             # A sampled image placeholder would be read as an image slot when the trainer re-runs the
@@ -247,6 +265,23 @@ class RolloutService:
         self.metrics.adapter_version.labels(adapter=name).set(adapter.version)
         self.metrics.swap_seconds.observe(self.adapters.swap_seconds[-1])
         return adapter.info()
+
+
+async def gather_or_cancel(coroutines: list[Any]) -> list[Any]:
+    """`asyncio.gather`, except that when one item fails (or the caller is cancelled) the others are
+    cancelled and awaited before the error goes up. vLLM aborts a cancelled request, so nothing of
+    the batch still generates on an adapter version that the caller then releases (and may unload)."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # no-op for the finished ones
+        await asyncio.wait(tasks)
+    for task in tasks:  # the first real failure in batch order; cancelled siblings are not one
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
+    return [task.result() for task in tasks]
 
 
 def decode_adapter_b64(data: str) -> bytes:

@@ -70,6 +70,9 @@ class SamplingSettings(Strict):
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8  # vLLM's own bounds
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
     max_tokens: Annotated[int, Field(ge=1)] = 512
+    # vLLM's `min_tokens`: end-of-sequence and stop tokens are masked until this many are generated
+    # (load tests and benchmarks that need every completion to run its full length).
+    min_tokens: Annotated[int, Field(ge=0)] = 0
     seed: int | None = None
 
 

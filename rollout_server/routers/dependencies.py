@@ -16,7 +16,7 @@ def get_service(request: Request) -> RolloutService:
 def get_ready_service(request: Request) -> RolloutService:
     service: RolloutService = request.app.state.service
     if not service.ready:
-        raise RequestError(503, "server", service.startup_error or "the engine is still loading; poll /ready")
+        raise RequestError(503, "server", service.not_ready_reason())
     return service
 
 
