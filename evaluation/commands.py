@@ -187,7 +187,7 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
         "--out", default="eval-report", metavar="DIR", help="folder for the report (default eval-report)"
     )
     parser.add_argument(
-        "--token", metavar="TOKEN", help="the server's bearer token (default: env CXR_RL_API_TOKEN)"
+        "--token", metavar="TOKEN", help="the server's bearer token (default: env CXR_RL_API_KEY)"
     )
     parser.add_argument(
         "--concurrency", type=int, default=4, metavar="N", help="requests in flight at once (default 4)"
@@ -350,7 +350,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if requested and any(selector is None for selector in requested):
         raise UserError("--adapter base: use --base for the base model")
     include_base = args.base or not (requested or loads)
-    token = args.token or os.environ.get("CXR_RL_API_TOKEN")
+    token = args.token or os.environ.get("CXR_RL_API_KEY") or os.environ.get("CXR_RL_API_TOKEN")
     datasets = {name: (Path(manifest), label_sets.get(name)) for name, manifest in manifests.items()}
     with RolloutClient(args.server, token=token, timeout_s=settings.timeout_s) as client:
         for name, folder in loads.items():

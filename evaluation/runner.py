@@ -163,7 +163,7 @@ def server_error(client: RolloutClient, error: Exception, where: str = "") -> Us
     """A refusal or a network failure as a one-line error naming the server (and where it struck)."""
     prefix = f"{where}: " if where else ""
     if isinstance(error, RolloutServerError):
-        if error.status in (401, 403):
+        if error.status == 401:
             return UserError(f"{client.base_url} refused the API token (give the right one with --token)")
         message = f"{prefix}{client.base_url} answered {error.status}: {error.field}: {error.reason}"
         # 503: not serving right now (its engine loading, or dead and the server going down)

@@ -12,7 +12,10 @@ Designed around traps seen in the field:
   adapter loaded without them, change from the previous version's (a changed file whose outputs
   do not change is indistinguishable from a load that did not take);
 - vLLM applies LoRA to the language model only for Gemma3 and Qwen-VL, so an adapter that
-  targets the vision tower is refused rather than silently half-applied.
+  targets the vision tower is refused rather than silently half-applied;
+- a load repeated by a client that never heard the answer (a timeout, a reset) is answered with the
+  version the first one made, not loaded again: the same client-chosen version with the same weights,
+  or the same idempotency key.
 """
 
 import asyncio
@@ -21,6 +24,7 @@ import json
 import re
 import shutil
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,7 @@ VISION_MODULE_PATTERN = re.compile(
     r"vision_tower|vision_model|visual|multi_modal_projector|merger|patch_embed"
 )
 CANARY_MIN_DELTA = 1e-6
+REMEMBERED_KEYS = 1024  # idempotency keys kept (a retry comes within seconds or minutes)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -72,21 +77,25 @@ class AdapterVersion:
 
 
 def check_adapter_files(folder: Path, max_rank: int) -> tuple[int, str]:
-    """Validate a PEFT adapter folder; return (rank, weights digest)."""
+    """Validate a PEFT adapter folder; return (rank, digest of its weights and config)."""
     for name in ADAPTER_FILES:
         if not (folder / name).is_file():
             raise invalid("adapter", f"missing {name} in the adapter")
     try:
         config = json.loads((folder / "adapter_config.json").read_text())
-    except json.JSONDecodeError as error:
-        raise invalid("adapter_config", f"not valid JSON ({error.msg})") from None
-    rank = int(config.get("r", 0))
-    if not 1 <= rank <= max_rank:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise invalid("adapter_config", f"not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise invalid("adapter_config", "a JSON object (PEFT's adapter_config.json)")
+    rank = config.get("r", 0)
+    if not isinstance(rank, int) or not 1 <= rank <= max_rank:
         raise invalid(
-            "adapter_config.r", f"rank {rank} is outside 1..{max_rank} (the server's max LoRA rank)"
+            "adapter_config.r", f"rank {rank!r} is outside 1..{max_rank} (the server's max LoRA rank)"
         )
     targets = config.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else list(targets)
+    targets = [targets] if isinstance(targets, str) else targets
+    if not isinstance(targets, list) or not all(isinstance(target, str) for target in targets):
+        raise invalid("adapter_config.target_modules", "a module name pattern or a list of module names")
     if any(VISION_MODULE_PATTERN.search(target) for target in targets):
         raise invalid(
             "adapter_config.target_modules",
@@ -107,7 +116,10 @@ def check_adapter_files(folder: Path, max_rank: int) -> tuple[int, str]:
         )
     if not keys:
         raise invalid("adapter", "adapter_model.safetensors holds no tensors")
-    return rank, hashlib.sha256(weights.read_bytes()).hexdigest()
+    with weights.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256")
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    return rank, digest.hexdigest()
 
 
 class AdapterRegistry:
@@ -120,7 +132,9 @@ class AdapterRegistry:
         self._retired: set[tuple[str, int]] = set()  # deleted while still in flight
         self._next_lora_id = 1
         self._lock = asyncio.Lock()
+        self._keys: OrderedDict[str, tuple[str, str, AdapterVersion]] = OrderedDict()  # key -> name, digest
         self.swap_seconds: list[float] = []
+        self.created_at = time.time()
 
     def latest(self, name: str) -> AdapterVersion | None:
         versions = self._versions.get(name)
@@ -141,8 +155,10 @@ class AdapterRegistry:
         owned: bool,
         expected_canary: list[float] | None = None,
         canary_tolerance: float = 1e-3,
-    ) -> AdapterVersion:
-        """Load the adapter in `folder` as the next (or given) version of `name`.
+        idempotency_key: str | None = None,
+    ) -> tuple[AdapterVersion, bool]:
+        """Load the adapter in `folder` as the next (or given) version of `name`; return it and
+        whether this was a repeat of a load already done (nothing loaded then).
 
         `owned`: the folder is ours (written from bytes) and is moved, not copied.
         `expected_canary`: the sender's logprobs of the canary prompt under these weights.
@@ -152,6 +168,9 @@ class AdapterRegistry:
             raise invalid("name", "adapter names are 1-64 characters of letters, digits, '_', '.', '-'")
         rank, digest = check_adapter_files(folder, self.max_rank)
         async with self._lock:
+            done = self._done_before(name, version, digest, idempotency_key)
+            if done is not None:
+                return done, True
             previous = self.latest(name)
             if version is None:
                 version = previous.version + 1 if previous else 0
@@ -171,16 +190,49 @@ class AdapterRegistry:
             adapter = AdapterVersion(name, version, self._next_lora_id, target, rank, digest, [], None)
             self._next_lora_id += 1
             try:
-                await self.engine.add_lora(adapter.lora_request())
+                await self._add(adapter)
                 if self.canary:
                     await self._prove_live(adapter, previous, expected_canary, canary_tolerance)
             except BaseException:
                 await self._drop(adapter)
                 raise
             self._versions.setdefault(name, {})[version] = adapter
+            if idempotency_key is not None:
+                self._keys[idempotency_key] = (name, digest, adapter)
+                while len(self._keys) > REMEMBERED_KEYS:
+                    self._keys.popitem(last=False)
             await self._release_unused(name)
         self.swap_seconds.append(time.perf_counter() - started)
-        return adapter
+        return adapter, False
+
+    def _done_before(
+        self, name: str, version: int | None, digest: str, key: str | None
+    ) -> AdapterVersion | None:
+        """The version an earlier identical load made, if this is a client's retry of it."""
+        if key is not None and key in self._keys:
+            known_name, known_digest, adapter = self._keys[key]
+            if (known_name, known_digest) != (name, digest):
+                raise RequestError(
+                    409, "Idempotency-Key", "this key was sent with another adapter; use a new key per load"
+                )
+            return adapter
+        loaded = self._versions.get(name, {}).get(version) if version is not None else None
+        if loaded is None or (name, version) in self._retired:
+            return None
+        if loaded.digest != digest:
+            raise RequestError(409, "version", f"version {version} of {name!r} is loaded with other weights")
+        return loaded
+
+    async def _add(self, adapter: AdapterVersion) -> None:
+        try:
+            await self.engine.add_lora(adapter.lora_request())
+        except RequestError:  # the engine is gone (503)
+            raise
+        except Exception as error:  # vLLM's worker refused it (shapes of another model); it stays up
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise invalid(
+                "adapter", f"does not fit this server's model: vLLM refused it ({reason})"
+            ) from None
 
     async def _prove_live(
         self,
@@ -219,6 +271,13 @@ class AdapterRegistry:
             )
 
     def acquire(self, selector: AdapterSelector) -> AdapterVersion | None:
+        adapter = self.resolve(selector)
+        if adapter is not None:
+            adapter.in_flight += 1
+        return adapter
+
+    def resolve(self, selector: AdapterSelector) -> AdapterVersion | None:
+        """The version a selector names (None: the base model); 404 when none is loaded."""
         if selector.name is None:
             if selector.version is not None:
                 raise invalid("adapter.version", "a version needs an adapter name")
@@ -237,7 +296,6 @@ class AdapterRegistry:
                 "adapter.version",
                 f"{selector.name!r} has no loaded version {version} (loaded: {sorted(versions)})",
             )
-        adapter.in_flight += 1
         return adapter
 
     async def release(self, adapter: AdapterVersion | None) -> None:

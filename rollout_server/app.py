@@ -7,57 +7,46 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
 
+from rollout_server.body_limit import BodySizeLimit
 from rollout_server.errors import RequestError
-from rollout_server.routers import adapters, health, openai_chat, rollouts
+from rollout_server.routers import adapters, health, models, openai_chat, rollouts
 from rollout_server.service import RolloutService
 from shared.errors import UserError
 
 log = logging.getLogger("cxr_rl.rollout_server")
+LOCATIONS = ("body", "query", "path", "header", "cookie")
+HTTP_FIELDS = {404: "path", 405: "method"}
 
 
-class BodySizeLimit:
-    """Refuse request bodies over the limit (413) before they are read into memory."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        seen = 0
-
-        async def counting_receive():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse(
-            RequestError(413, "body", f"request body is over the limit of {self.max_bytes} bytes").body(),
-            status_code=413,
-        )
-        await response({"type": "http"}, _no_receive, send)
+def field_name(location: tuple | list) -> str:
+    """pydantic's error location as the request's field: `items[0].image.b64`. The part a location
+    starts with (body, query...) and the tags of union members (`str`, `list[str]`) are dropped."""
+    parts = list(location)
+    if parts and parts[0] in LOCATIONS:
+        parts = parts[1:]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif "[" in part or part in ("str", "int", "float", "bool", "list", "dict", "none"):
+            continue
+        else:
+            name += f".{part}"
+    return name.lstrip(".") or "body"
 
 
-class _BodyTooLarge(Exception):
-    pass
+def validation_answer(errors: list[dict]) -> JSONResponse:
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return error_answer(RequestError(422, "body", f"not valid JSON ({first.get('msg')})"))
+    return error_answer(RequestError(422, field_name(first.get("loc", ())), first.get("msg", "invalid")))
 
 
-async def _no_receive():  # pragma: no cover - a response never reads
-    return {"type": "http.disconnect"}
+def error_answer(error: RequestError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
 
 
 def create_app(service: RolloutService, start_engine: bool = True) -> FastAPI:
@@ -75,25 +64,29 @@ def create_app(service: RolloutService, start_engine: bool = True) -> FastAPI:
 
     app = FastAPI(title="cxr-rl rollout server", lifespan=lifespan)
     app.state.service = service
-    for module in (health, rollouts, adapters, openai_chat):
+    for module in (health, rollouts, adapters, openai_chat, models):
         app.include_router(module.router)
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, error: RequestError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return error_answer(error)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError) -> JSONResponse:
-        return JSONResponse(RequestError(422, "request", str(error)).body(), status_code=422)
+        return error_answer(RequestError(422, "request", str(error)))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0]
-        location = [str(part) for part in first["loc"] if part != "body"]
-        field = (
-            "".join(f"[{part}]" if part.isdigit() else f".{part}" for part in location).lstrip(".") or "body"
-        )
-        return JSONResponse(RequestError(422, field, first["msg"]).body(), status_code=422)
+    async def request_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return validation_answer(list(error.errors()))
+
+    @app.exception_handler(ValidationError)
+    async def model_validation_error(request: Request, error: ValidationError) -> JSONResponse:
+        return validation_answer(error.errors())  # a model built inside a handler from request data
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        field = HTTP_FIELDS.get(error.status_code, "body")  # 400: a body FastAPI could not parse
+        return error_answer(RequestError(error.status_code, field, str(error.detail)))
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):
@@ -104,7 +97,10 @@ def create_app(service: RolloutService, start_engine: bool = True) -> FastAPI:
         ).inc()
         return response
 
-    app.add_middleware(BodySizeLimit, max_bytes=service.config.limits.max_body_bytes)
+    limits = service.config.limits
+    app.add_middleware(
+        BodySizeLimit, max_bytes=limits.max_body_bytes, max_upload_bytes=limits.max_adapter_bytes
+    )
     return app
 
 

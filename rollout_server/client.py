@@ -1,15 +1,19 @@
 """A small typed client of the rollout server (httpx), sync and async, with retries and timeouts.
 
 Retries cover connection failures and 502/503/504 (a server still loading or restarting), with
-exponential backoff; a 4xx is the caller's mistake and raises `RolloutServerError` at once.
+exponential backoff; a 4xx is the caller's mistake and raises `RolloutServerError` at once. Adapter
+loads are retried safely: each carries an idempotency key that its retries repeat, so a load whose
+answer was lost is not done twice. Adapters travel as raw safetensors (multipart upload).
 """
 
 import asyncio
-import base64
+import json
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -53,15 +57,27 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise RolloutServerError(response.status_code, field, reason)
 
 
-def _adapter_body(update: AdapterUpdate) -> dict[str, Any]:
-    return {
-        "name": update.name,
-        "version": update.version,
-        "safetensors_b64": base64.b64encode(update.safetensors).decode(),
-        "adapter_config": update.adapter_config,
-        "canary_expected": update.canary_expected,
-        "canary_tolerance": update.canary_tolerance,
+def _upload(update: AdapterUpdate) -> dict[str, Any]:
+    """POST /v1/adapters/{name}/versions arguments: the weights as they are, the config, the key."""
+    data = {"canary_tolerance": repr(update.canary_tolerance)}
+    if update.version is not None:
+        data["version"] = str(update.version)
+    if update.canary_expected is not None:
+        data["canary_expected"] = json.dumps(update.canary_expected)
+    files = {
+        "weights": ("adapter_model.safetensors", update.safetensors, "application/octet-stream"),
+        "config": ("adapter_config.json", json.dumps(update.adapter_config).encode(), "application/json"),
     }
+    return {
+        "url": f"/v1/adapters/{quote(update.name, safe='')}/versions",
+        "files": files,
+        "data": data,
+        "headers": _idempotency(),
+    }
+
+
+def _idempotency() -> dict[str, str]:
+    return {"Idempotency-Key": uuid.uuid4().hex}  # one per load; its retries repeat it
 
 
 class _Common:
@@ -121,9 +137,9 @@ class RolloutClient(_Common):
                 response = self._http.get("/ready")
                 if response.status_code == 200:
                     return
-                error = response.json().get("error")
-                if error:
-                    raise RolloutServerError(503, "server", f"engine failed to start: {error}")
+                body = response.json()
+                if body.get("error") and not body.get("loading"):
+                    raise RolloutServerError(503, "server", f"engine failed to start: {body['error']}")
             except httpx.TransportError:
                 pass
             time.sleep(poll_s)
@@ -139,13 +155,14 @@ class RolloutClient(_Common):
         return RolloutResponse.model_validate_json(response.content)
 
     def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
-        return AdapterInfo.model_validate(
-            self._request("POST", "/v1/adapters", json=_adapter_body(update)).json()
-        )
+        upload = _upload(update)
+        return AdapterInfo.model_validate(self._request("POST", upload.pop("url"), **upload).json())
 
     def load_adapter_path(self, name: str, path: str | Path, version: int | None = None) -> AdapterInfo:
+        """A PEFT adapter folder under the server's adapter root (relative to it, or absolute)."""
         body = {"name": name, "path": str(path), "version": version}
-        return AdapterInfo.model_validate(self._request("POST", "/v1/adapters", json=body).json())
+        response = self._request("POST", "/v1/adapters", json=body, headers=_idempotency())
+        return AdapterInfo.model_validate(response.json())
 
     def adapters(self) -> list[AdapterInfo]:
         return AdapterList.model_validate(self._request("GET", "/v1/adapters").json()).adapters
@@ -203,7 +220,8 @@ class AsyncRolloutClient(_Common):
         return RolloutResponse.model_validate_json(response.content)
 
     async def load_adapter(self, update: AdapterUpdate) -> AdapterInfo:
-        response = await self._request("POST", "/v1/adapters", json=_adapter_body(update))
+        upload = _upload(update)
+        response = await self._request("POST", upload.pop("url"), **upload)
         return AdapterInfo.model_validate(response.json())
 
     async def adapters(self) -> list[AdapterInfo]:

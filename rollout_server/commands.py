@@ -19,7 +19,17 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
     parser.add_argument("--data-root", help="folder that image paths in requests are relative to")
     parser.add_argument(
-        "--api-token", help="require this bearer token on /v1 endpoints (or env CXR_RL_API_TOKEN)"
+        "--api-key",
+        "--api-token",
+        dest="api_token",
+        help="require this bearer token on /v1 endpoints, as vLLM's --api-key (or env CXR_RL_API_KEY); "
+        "without one, adapter loads and deletes are refused",
+    )
+    parser.add_argument(
+        "--served-model-name", help="the base model's name for OpenAI clients (default: the --model argument)"
+    )
+    parser.add_argument(
+        "--adapter-root", help="folder that POST /v1/adapters may load adapters from by path (default: none)"
     )
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--max-model-len", type=int, help="context length (prompt + completion)")
@@ -33,9 +43,15 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def server_config_from_args(args: argparse.Namespace):
+def api_key_from_env() -> str | None:
+    """The key from the environment: CXR_RL_API_KEY (as vLLM reads VLLM_API_KEY), or the older
+    CXR_RL_API_TOKEN."""
     import os
 
+    return os.environ.get("CXR_RL_API_KEY") or os.environ.get("CXR_RL_API_TOKEN")
+
+
+def server_config_from_args(args: argparse.Namespace):
     from rollout_server.config import ServerConfig
     from shared.config import load_config, parse_config
     from shared.errors import UserError
@@ -61,7 +77,9 @@ def server_config_from_args(args: argparse.Namespace):
             "host": args.host,
             "port": args.port,
             "data_root": args.data_root,
-            "api_token": args.api_token or os.environ.get("CXR_RL_API_TOKEN"),
+            "api_token": args.api_token or api_key_from_env(),
+            "served_model_name": args.served_model_name,
+            "adapter_root": args.adapter_root,
             "prompt_formats_file": args.prompt_formats,
         }.items()
         if value is not None

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from rollout_server.config import EngineConfig
@@ -101,6 +101,16 @@ class RolloutEngine:
             ):
                 final = output
         return final
+
+    async def stream(
+        self, prompt: dict[str, Any], params: Any, lora_request: Any = None
+    ) -> AsyncIterator[Any]:
+        """vLLM's outputs as they come (with `RequestOutputKind.DELTA`: the new tokens of each)."""
+        with engine_alive():
+            async for output in self.llm.generate(
+                prompt, params, uuid.uuid4().hex, lora_request=lora_request
+            ):
+                yield output
 
     async def canary_logprobs(self, lora_request: Any) -> list[float]:
         from vllm import SamplingParams

@@ -1,4 +1,15 @@
-"""Request errors that name the field and the reason; the app turns them into 4xx JSON answers."""
+"""Request errors that name the field and the reason; the app turns them into 4xx JSON answers.
+
+The body carries our fields (`field`, `reason`) and OpenAI's (`message`, `type`, `param`, `code`),
+so the official `openai` client reports them as it reports OpenAI's own."""
+
+OPENAI_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+}
 
 
 class RequestError(Exception):
@@ -7,7 +18,19 @@ class RequestError(Exception):
         self.status, self.field, self.reason = status, field, reason
 
     def body(self) -> dict:
-        return {"error": {"field": self.field, "reason": self.reason}}
+        kind = OPENAI_TYPES.get(
+            self.status, "server_error" if self.status >= 500 else "invalid_request_error"
+        )
+        return {
+            "error": {
+                "field": self.field,
+                "reason": self.reason,
+                "message": f"{self.field}: {self.reason}",
+                "type": kind,
+                "param": self.field,
+                "code": self.status,
+            }
+        }
 
 
 def invalid(field: str, reason: str) -> RequestError:

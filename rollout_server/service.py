@@ -2,8 +2,6 @@
 version, and load or unload adapter versions."""
 
 import asyncio
-import base64
-import binascii
 import json
 import shutil
 import tempfile
@@ -15,13 +13,12 @@ from rollout_server.adapters import AdapterRegistry, AdapterVersion
 from rollout_server.config import ServerConfig
 from rollout_server.engine import ENGINE_DEAD, RolloutEngine
 from rollout_server.errors import RequestError, invalid
-from rollout_server.inputs import PreparedPrompt, prepare_item
+from rollout_server.inputs import PreparedPrompt, prepare_prompts, rollout_inputs
 from rollout_server.metrics import ServerMetrics
 from shared.chat import multimodal_placeholder_ids
 from shared.prompts import PromptRegistry
 from shared.schemas import (
     AdapterInfo,
-    AdapterSelector,
     AdapterUpdate,
     Completion,
     RolloutRequest,
@@ -129,14 +126,13 @@ class RolloutService:
 
     def prepare(self, request: RolloutRequest) -> list[PreparedPrompt]:
         self.check_sampling(request, len(request.items))
-        return [
-            prepare_item(item, index, self.processor, self.prompts, self.config.data_root, self.config.limits)
-            for index, item in enumerate(request.items)
-        ]
+        config = self.config
+        inputs = rollout_inputs(request.items)
+        return prepare_prompts(inputs, self.processor, self.prompts, config.data_root, config.limits, "items")
 
     async def rollouts(self, request: RolloutRequest) -> RolloutResponse:
         started = time.perf_counter()
-        prepared = self.prepare(request)
+        prepared = await asyncio.to_thread(self.prepare, request)  # decoding X-rays: off the event loop
         preprocess_s = (time.perf_counter() - started) / max(1, len(prepared))
         adapter = self.adapters.acquire(request.adapter)
         self.metrics.queue_depth.inc(len(prepared))
@@ -230,20 +226,50 @@ class RolloutService:
     # Adapters
     # ------------------------------------------------------------------------------------------
     async def load_adapter_update(self, update: AdapterUpdate) -> AdapterInfo:
-        """LoRA weights as bytes (from the trainer over Ray or HTTP)."""
+        """LoRA weights as bytes (from the trainer over Ray)."""
         folder = self.adapters.staging_folder(update.name)
         (folder / "adapter_model.safetensors").write_bytes(update.safetensors)
         (folder / "adapter_config.json").write_text(json.dumps(update.adapter_config))
+        return await self.load_staged_adapter(
+            update.name, folder, update.version, update.canary_expected, update.canary_tolerance
+        )
+
+    async def load_staged_adapter(
+        self,
+        name: str,
+        folder: Path,
+        version: int | None = None,
+        expected_canary: list[float] | None = None,
+        canary_tolerance: float = 1e-3,
+        idempotency_key: str | None = None,
+    ) -> AdapterInfo:
+        """An adapter's files written into a staging folder of ours (an upload); the folder is moved."""
         return await self._load(
-            update.name, folder, update.version, owned=True,
-            expected_canary=update.canary_expected, canary_tolerance=update.canary_tolerance,
+            name, folder, version, owned=True, expected_canary=expected_canary,
+            canary_tolerance=canary_tolerance, idempotency_key=idempotency_key,
         )  # fmt: skip
 
-    async def load_adapter_path(self, name: str, path: str, version: int | None) -> AdapterInfo:
-        folder = Path(path)
-        if not folder.is_dir():
-            raise invalid("path", f"no adapter folder at {path}")
-        return await self._load(name, folder, version, owned=False)
+    async def load_adapter_path(
+        self, name: str, path: str, version: int | None, idempotency_key: str | None = None
+    ) -> AdapterInfo:
+        """A folder on this machine, only from under the configured adapter root."""
+        root = self.config.adapter_root
+        if root is None:
+            raise RequestError(
+                403, "path", "this server has no adapter root (--adapter-root) to load from; upload the "
+                "adapter's files to POST /v1/adapters/{name}/versions instead",
+            )  # fmt: skip
+        root = root.resolve()
+        folder = (root / path).resolve()  # an absolute path stays itself; links and `..` are followed
+        if not folder.is_relative_to(root):
+            raise RequestError(403, "path", f"{path!r} is outside the adapter root")
+        try:
+            found = folder.is_dir()
+        except OSError as error:  # a name too long, say
+            raise invalid("path", f"not a usable path ({error.strerror})") from None
+        if not found:
+            raise invalid("path", f"no adapter folder at {path!r} under the adapter root")
+        return await self._load(name, folder, version, owned=False, idempotency_key=idempotency_key)
 
     async def _load(
         self,
@@ -253,15 +279,20 @@ class RolloutService:
         owned: bool,
         expected_canary: list[float] | None = None,
         canary_tolerance: float = 1e-3,
+        idempotency_key: str | None = None,
     ) -> AdapterInfo:
         try:
-            adapter = await self.adapters.load(
-                name, folder, version, owned, expected_canary, canary_tolerance
+            adapter, repeated = await self.adapters.load(
+                name, folder, version, owned, expected_canary, canary_tolerance, idempotency_key
             )
         except RequestError:
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+        if repeated:  # a client's retry of a load already done: nothing was loaded
+            if owned:
+                shutil.rmtree(folder, ignore_errors=True)
+            return adapter.info()
         self.metrics.adapter_version.labels(adapter=name).set(adapter.version)
         self.metrics.swap_seconds.observe(self.adapters.swap_seconds[-1])
         return adapter.info()
@@ -282,20 +313,3 @@ async def gather_or_cancel(coroutines: list[Any]) -> list[Any]:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()
     return [task.result() for task in tasks]
-
-
-def decode_adapter_b64(data: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid("safetensors_b64", "not valid base64") from None
-
-
-def selector_from_model_name(model: str | None) -> AdapterSelector:
-    """OpenAI `model` field: "base" (or empty) for no adapter, "NAME" for its latest, "NAME:VERSION"."""
-    if not model or model == "base":
-        return AdapterSelector()
-    name, _, version = model.partition(":")
-    if version and not version.isdigit():
-        raise invalid("model", f"version in {model!r} is not a number")
-    return AdapterSelector(name=name, version=int(version) if version else None)

@@ -65,6 +65,10 @@ class RolloutItem(Strict):
         return self
 
 
+# Seeds as vLLM takes them (a torch long); a bigger one fails inside the engine.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+
+
 class SamplingSettings(Strict):
     n: Annotated[int, Field(ge=1)] = 4
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8  # vLLM's own bounds
@@ -73,7 +77,7 @@ class SamplingSettings(Strict):
     # vLLM's `min_tokens`: end-of-sequence and stop tokens are masked until this many are generated
     # (load tests and benchmarks that need every completion to run its full length).
     min_tokens: Annotated[int, Field(ge=0)] = 0
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX)] | None = None
 
 
 class RolloutRequest(SamplingSettings):

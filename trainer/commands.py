@@ -51,7 +51,7 @@ def add_grpo_parser(subparsers: argparse._SubParsersAction) -> None:
     grpo.add_argument(
         "--server", action="append", required=True, metavar="URL", help="rollout server URL (repeat)"
     )
-    grpo.add_argument("--token", help="bearer token of the rollout servers (or env CXR_RL_API_TOKEN)")
+    grpo.add_argument("--token", help="bearer token of the rollout servers (or env CXR_RL_API_KEY)")
     grpo.add_argument("--out", required=True, metavar="DIR", help="run folder: checkpoints, metrics.jsonl")
     grpo.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     grpo.set_defaults(run=run_grpo)
@@ -74,7 +74,7 @@ def run_grpo(args: argparse.Namespace) -> int:
     from trainer.sync import HttpAdapterPublisher
 
     config = load_config(args.config, GrpoConfig)
-    token = args.token or os.environ.get("CXR_RL_API_TOKEN")
+    token = args.token or os.environ.get("CXR_RL_API_KEY") or os.environ.get("CXR_RL_API_TOKEN")
     spec = config.reward.spec
     rewards = (
         RewardClient.for_url(spec)

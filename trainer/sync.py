@@ -2,7 +2,8 @@
 
 Over Ray the tensors go through the object store once (`ray.put`) and each replica's actor loads
 them; no shared filesystem is assumed between nodes, and no NCCL group is needed (two processes
-on one GPU cannot join one). Over HTTP (a standalone server) they travel in the request body.
+on one GPU cannot join one). Over HTTP (a standalone server) they go as a raw safetensors upload
+(`RolloutClient.load_adapter`: multipart, its own size limit, an idempotency key its retries repeat).
 """
 
 import time

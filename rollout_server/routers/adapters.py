@@ -1,54 +1,114 @@
-"""LoRA adapters: load a version (from a path, or bytes), list, unload."""
+"""LoRA adapters: upload a version (raw safetensors), load one from under the adapter root, list,
+unload. Changes need the server's key; a server started without one refuses them (closed by
+default). A client's retry of a load it never heard back from (a timeout, a reset) creates no second
+version: it repeats its `Idempotency-Key` header, or the version it chose."""
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, model_validator
+import json
+import shutil
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 
 from rollout_server.errors import invalid
-from rollout_server.routers.dependencies import ReadyService, require_token
-from rollout_server.service import decode_adapter_b64
-from shared.schemas import AdapterInfo, AdapterList, AdapterUpdate
+from rollout_server.routers.dependencies import ReadyService, get_ready_service, require_admin, require_token
+from shared.schemas import AdapterInfo, AdapterList
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=[Depends(require_token)])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+MAX_PARTS = 6
+WEIGHTS_CHUNK = 1024 * 1024
 
 
-class AdapterLoadRequest(BaseModel):
-    """Either `path` (a PEFT adapter folder on the server's machine) or the adapter's bytes:
-    `safetensors_b64` (adapter_model.safetensors, base64) with `adapter_config` (its JSON)."""
+class AdapterPathRequest(BaseModel):
+    """A PEFT adapter folder on the server's machine, under its adapter root (--adapter-root)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    version: int | None = None
-    path: str | None = None
-    safetensors_b64: str | None = None
-    adapter_config: dict | None = None
-    canary_expected: list[float] | None = None  # see shared.schemas.AdapterUpdate
-    canary_tolerance: float = 1e-3
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "AdapterLoadRequest":
-        if (self.path is None) == (self.safetensors_b64 is None):
-            raise ValueError("give exactly one of 'path' or 'safetensors_b64' (with 'adapter_config')")
-        if self.safetensors_b64 is not None and self.adapter_config is None:
-            raise ValueError("'safetensors_b64' needs 'adapter_config'")
-        return self
+    path: str
+    version: int | None = Field(None, ge=0)
 
 
-@router.post("", response_model=AdapterInfo)
-async def load_adapter(body: AdapterLoadRequest, service: ReadyService) -> AdapterInfo:
-    if body.version is not None and body.version < 0:
-        raise invalid("version", "versions are non-negative")
-    if body.path is not None:
-        return await service.load_adapter_path(body.name, body.path, body.version)
-    update = AdapterUpdate(
-        name=body.name,
-        version=body.version,
-        safetensors=decode_adapter_b64(body.safetensors_b64),
-        adapter_config=body.adapter_config,
-        canary_expected=body.canary_expected,
-        canary_tolerance=body.canary_tolerance,
-    )
-    return await service.load_adapter_update(update)
+@router.post("", response_model=AdapterInfo, dependencies=[Depends(require_admin)])
+async def load_adapter_path(
+    body: AdapterPathRequest, service: ReadyService, idempotency_key: IdempotencyKey = None
+) -> AdapterInfo:
+    return await service.load_adapter_path(body.name, body.path, body.version, idempotency_key)
+
+
+@router.post("/{name}/versions", response_model=AdapterInfo, dependencies=[Depends(require_admin)])
+async def upload_adapter(name: str, request: Request, idempotency_key: IdempotencyKey = None) -> AdapterInfo:
+    """multipart/form-data: `weights` (adapter_model.safetensors, raw), `config` (adapter_config.json),
+    optional `version`, `canary_expected` (a JSON list, see shared.schemas.AdapterUpdate) and
+    `canary_tolerance`. The body is read (to its own size limit) before the engine is asked."""
+    service = request.app.state.service
+    folder = service.adapters.staging_folder(name)
+    try:
+        fields = await _read_upload(request, folder)
+        service = get_ready_service(request)
+        return await service.load_staged_adapter(name, folder, idempotency_key=idempotency_key, **fields)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # moved into place when loaded; left over otherwise
+
+
+async def _read_upload(request: Request, folder) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise invalid("body", "send multipart/form-data with the parts 'weights' and 'config'")
+    form = await request.form(max_files=2, max_fields=MAX_PARTS, max_part_size=1024 * 1024)
+    try:
+        weights, config = form.get("weights"), form.get("config")
+        if not isinstance(weights, UploadFile):
+            raise invalid("weights", "missing the 'weights' file part (adapter_model.safetensors)")
+        with (folder / "adapter_model.safetensors").open("wb") as out:
+            while chunk := await weights.read(WEIGHTS_CHUNK):
+                out.write(chunk)
+        if config is None:
+            raise invalid("config", "missing the 'config' part (adapter_config.json)")
+        text = await config.read() if isinstance(config, UploadFile) else config
+        adapter_config = _json_field("config", text, dict)
+        (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
+        fields: dict[str, Any] = {}
+        if form.get("version") is not None:
+            fields["version"] = _number_field("version", form.get("version"), int, minimum=0)
+        if form.get("canary_expected") is not None:
+            expected = _json_field("canary_expected", form.get("canary_expected"), list)
+            if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in expected):
+                raise invalid("canary_expected", "a list of numbers")
+            fields["expected_canary"] = [float(value) for value in expected]
+        if form.get("canary_tolerance") is not None:
+            fields["canary_tolerance"] = _number_field(
+                "canary_tolerance", form.get("canary_tolerance"), float, minimum=0
+            )
+        return fields
+    finally:
+        await form.close()
+
+
+def _json_field(name: str, value: Any, kind: type) -> Any:
+    if isinstance(value, UploadFile):
+        raise invalid(name, "a form field, not a file")
+    try:
+        parsed = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(name, "not valid JSON") from None
+    if not isinstance(parsed, kind):
+        raise invalid(name, f"a JSON {'object' if kind is dict else 'list'}")
+    return parsed
+
+
+def _number_field(name: str, value: Any, kind: type, minimum: float) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise invalid(
+            name, f"not a{'n integer' if kind is int else ' number'}: {str(value)[:40]!r}"
+        ) from None
+    if not number >= minimum:  # also refuses NaN
+        raise invalid(name, f"must be at least {minimum}")
+    return number
 
 
 @router.get("", response_model=AdapterList)
@@ -56,6 +116,6 @@ async def list_adapters(service: ReadyService) -> AdapterList:
     return AdapterList(adapters=service.adapters.listing())
 
 
-@router.delete("/{name}")
+@router.delete("/{name}", dependencies=[Depends(require_admin)])
 async def unload_adapter(name: str, service: ReadyService, version: int | None = None) -> dict:
     return {"name": name, "unloaded": await service.adapters.unload(name, version)}

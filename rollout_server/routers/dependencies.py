@@ -32,5 +32,17 @@ def require_token(request: Request) -> None:
         raise RequestError(401, "authorization", "wrong bearer token")
 
 
+def require_admin(request: Request) -> None:
+    """Adapter loads and deletes: closed unless the server has a key, and then only with it."""
+    if not request.app.state.service.config.api_token:
+        raise RequestError(
+            403,
+            "authorization",
+            "adapter changes are off on this server: start it with --api-key KEY (or CXR_RL_API_KEY) and "
+            "send that key as a bearer token",
+        )
+    require_token(request)
+
+
 Service = Annotated[RolloutService, Depends(get_service)]
 ReadyService = Annotated[RolloutService, Depends(get_ready_service)]

@@ -1,93 +1,139 @@
-"""POST /v1/chat/completions: the OpenAI-compatible subset (text + one image_url data URI), so
-ordinary OpenAI clients can query a checkpoint. `model` picks the adapter: "base", "NAME" (its
-latest version) or "NAME:VERSION"."""
+"""POST /v1/chat/completions, OpenAI-compatible (see rollout_server/openai_api.py for what is
+accepted): `model` is the served model name or "base" for the base model, "NAME" for an adapter's
+latest version, "NAME:VERSION" for one version. `stream=true` answers server-sent events."""
 
-import time
-import uuid
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from rollout_server.errors import invalid
+from rollout_server.errors import RequestError, invalid
+from rollout_server.inputs import PreparedPrompt, prepare_prompts
+from rollout_server.openai_api import (
+    ChatCompletionRequest,
+    check_chat_request,
+    model_selector,
+    sampling_params,
+    split_image,
+)
+from rollout_server.openai_responses import DONE, ChatAnswer, event, usage
 from rollout_server.routers.dependencies import ReadyService, require_token
-from rollout_server.service import selector_from_model_name
-from shared.schemas import ChatMessage, ImageRef, RolloutItem, RolloutRequest
+from rollout_server.service import RolloutService
+from shared.schemas import AdapterSelector
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_token)])
 
 
-class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
-
-    model: str | None = None
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    n: int = Field(1, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
-
-
-def split_image(messages: list[dict[str, Any]]) -> tuple[list[ChatMessage], ImageRef]:
-    """Pull the single image_url data URI out of the messages, leaving an image placeholder."""
-    image: ImageRef | None = None
-    converted = []
-    for m_index, message in enumerate(messages):
-        content = message.get("content")
-        if isinstance(content, list):
-            parts = []
-            for p_index, part in enumerate(content):
-                if part.get("type") == "image_url":
-                    url = (part.get("image_url") or {}).get("url", "")
-                    field = f"messages[{m_index}].content[{p_index}].image_url.url"
-                    if not url.startswith("data:") or ";base64," not in url:
-                        raise invalid(field, "only base64 data URIs (data:image/...;base64,...) are accepted")
-                    if image is not None:
-                        raise invalid(field, "one image per request")
-                    image = ImageRef(b64=url.split(";base64,", 1)[1])
-                    parts.append({"type": "image"})
-                else:
-                    parts.append(part)
-            content = parts
-        converted.append(ChatMessage(role=message.get("role", "user"), content=content))
-    if image is None:
-        raise invalid("messages", "no image_url part; this server reads chest X-rays")
-    return converted, image
-
-
-@router.post("/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, service: ReadyService) -> dict[str, Any]:
-    messages, image = split_image(body.messages)
-    request = RolloutRequest(
-        items=[RolloutItem(image=image, messages=messages)],
-        n=body.n,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        max_tokens=body.max_completion_tokens or body.max_tokens or 512,
-        seed=body.seed,
-        adapter=selector_from_model_name(body.model),
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, service: ReadyService
+) -> JSONResponse | StreamingResponse:
+    config = service.config
+    check_chat_request(body, config.limits.max_n, config.engine.max_model_len)
+    selector = model_selector(body.model, config.model_name)
+    with_model_field(lambda: service.adapters.resolve(selector))  # an unknown model: 404 before any work
+    prompt_input = split_image(body.messages)
+    prompt = (
+        await asyncio.to_thread(
+            prepare_prompts,
+            [prompt_input],
+            service.processor,
+            service.prompts,
+            config.data_root,
+            config.limits,
+            "messages",
+        )
+    )[0]
+    params = sampling_params(body, service.placeholder_bias)
+    answer = ChatAnswer(
+        body.model or config.model_name,
+        (body.top_logprobs or 0) if body.logprobs else None,
+        service.processor.tokenizer,
     )
-    result = (await service.rollouts(request)).results[0]
-    completion_tokens = sum(len(choice.token_ids) for choice in result.completions)
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.model or "base",
-        "choices": [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": choice.text},
-                "finish_reason": choice.finish_reason,
-                "logprobs": None,
-            }
-            for index, choice in enumerate(result.completions)
-        ],
-        "usage": {
-            "prompt_tokens": len(result.prompt_token_ids),
-            "completion_tokens": completion_tokens,
-            "total_tokens": len(result.prompt_token_ids) + completion_tokens,
-        },
-    }
+    if body.stream:
+        stream = _stream(service, selector, prompt, params, answer, body.include_usage)
+        return StreamingResponse(stream, media_type="text/event-stream")
+    output = await _generate(service, selector, prompt, params)
+    return JSONResponse(answer.completion(output))
+
+
+def count(service: RolloutService, prompt_tokens: int, completion_tokens: int, completions: int) -> None:
+    service.metrics.completions.inc(completions)
+    service.metrics.tokens.inc(completion_tokens)
+    service.metrics.prompt_tokens.inc(prompt_tokens)
+
+
+def with_model_field(call):
+    """Adapter lookups name `adapter.name`/`adapter.version`; through this API the field is `model`."""
+    try:
+        return call()
+    except RequestError as error:
+        raise RequestError(error.status, "model", error.reason) from None
+
+
+async def _generate(
+    service: RolloutService, selector: AdapterSelector, prompt: PreparedPrompt, params: Any
+) -> Any:
+    from vllm.exceptions import VLLMValidationError
+
+    adapter = with_model_field(lambda: service.adapters.acquire(selector))
+    service.metrics.queue_depth.inc()
+    try:
+        output = await service.engine.generate(
+            prompt.engine_input(), params, adapter.lora_request() if adapter else None
+        )
+    except (ValueError, VLLMValidationError) as error:  # e.g. a prompt too long for max_tokens
+        raise invalid("messages", str(error).splitlines()[0]) from None
+    finally:
+        service.metrics.queue_depth.dec()
+        await service.adapters.release(adapter)
+    count(
+        service,
+        len(output.prompt_token_ids),
+        sum(len(c.token_ids) for c in output.outputs),
+        len(output.outputs),
+    )
+    return output
+
+
+async def _stream(
+    service: RolloutService,
+    selector: AdapterSelector,
+    prompt: PreparedPrompt,
+    params: Any,
+    answer: ChatAnswer,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """The adapter is held from the first event to the last (or to the client's hang-up: the
+    generator is cancelled, vLLM aborts the request)."""
+    from vllm.exceptions import VLLMValidationError
+
+    try:
+        adapter = with_model_field(lambda: service.adapters.acquire(selector))
+    except RequestError as error:  # unloaded since the request was checked
+        yield event(error.body())
+        yield DONE
+        return
+    service.metrics.queue_depth.inc()
+    prompt_tokens = completion_tokens = 0
+    try:
+        yield answer.role_chunk(params.n, include_usage)
+        async for output in service.engine.stream(
+            prompt.engine_input(), params, adapter.lora_request() if adapter else None
+        ):
+            prompt_tokens = len(output.prompt_token_ids or []) or prompt_tokens
+            completion_tokens += sum(len(choice.token_ids) for choice in output.outputs)
+            yield answer.delta_chunk(output, include_usage)
+        if include_usage:
+            yield answer.chunk([], True, usage(prompt_tokens, completion_tokens))
+        count(service, prompt_tokens, completion_tokens, params.n)
+    except (ValueError, VLLMValidationError) as error:
+        yield event(invalid("messages", str(error).splitlines()[0]).body())
+    except RequestError as error:  # the engine died mid-stream: 503 in the event
+        yield event(error.body())
+    finally:
+        service.metrics.queue_depth.dec()
+        await service.adapters.release(adapter)
+    yield DONE

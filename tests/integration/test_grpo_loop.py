@@ -12,6 +12,7 @@ from tests.support import random_adapter
 
 pytestmark = pytest.mark.integration
 LEARNING_STEPS = 16
+TOKEN = "grpo-loop-token"  # the replica's key, as the driver gives one per run (adapter loads need it)
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,9 @@ def rollout_actor(local_ray, tiny_medgemma):
     from rollout_server.actor import RolloutServerActor
     from rollout_server.config import EngineConfig, ServerConfig
 
-    config = ServerConfig(engine=EngineConfig(model=str(tiny_medgemma), max_model_len=2048), port=0)
+    config = ServerConfig(
+        engine=EngineConfig(model=str(tiny_medgemma), max_model_len=2048), port=0, api_token=TOKEN
+    )
     actor = local_ray.remote(RolloutServerActor).options(num_cpus=1).remote(config)
     url = local_ray.get(actor.start.remote())
     yield actor, url
@@ -72,7 +75,7 @@ def grpo_trainer(run_dir, name, tiny_medgemma, phantom_root, sft_adapter, actor,
     return GrpoTrainer(
         config,
         run_dir,
-        RolloutDispatcher([url]),
+        RolloutDispatcher([url], token=TOKEN),
         RayAdapterPublisher([actor]),
         RewardClient.for_router(router),
     )
@@ -169,7 +172,7 @@ def mean_hard_reward(url, adapter_name, records, manifest_dir, seed):
         seed=seed,
         adapter=AdapterSelector(name=adapter_name),
     )
-    with RolloutClient(url) as client:
+    with RolloutClient(url, token=TOKEN) as client:
         results = client.rollouts(request).results
     reward = HardReward({"min_tokens": 0})
     scored, _ = reward.score(
@@ -221,7 +224,7 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
         }
     )
     sft_adapter = Path(train_sft(sft, tmp_path / "sft").adapter)
-    with RolloutClient(url) as client:
+    with RolloutClient(url, token=TOKEN) as client:
         from evaluation.runner import load_adapter_folder
 
         load_adapter_folder(client, "learning-sft", sft_adapter)
@@ -244,7 +247,11 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
     )
     rewards = RewardClient.in_process(load_reward("hard", {"min_tokens": 0}))
     trainer = GrpoTrainer(
-        config, tmp_path / "grpo", RolloutDispatcher([url]), RayAdapterPublisher([actor]), rewards
+        config,
+        tmp_path / "grpo",
+        RolloutDispatcher([url], token=TOKEN),
+        RayAdapterPublisher([actor]),
+        rewards,
     )
     trainer.setup()
     trainer.train()

@@ -220,15 +220,15 @@ def test_openai_client_can_query_a_checkpoint(rollout_server):
     assert all(isinstance(choice.message.content, str) for choice in answer.choices)
 
 
-def test_adapter_that_targets_the_vision_tower_is_refused(client, tiny_medgemma, tmp_path):
+def test_adapter_that_targets_the_vision_tower_is_refused(client, tiny_medgemma, rollout_server):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
     base = AutoModelForImageTextToText.from_pretrained(tiny_medgemma, dtype=torch.float32)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=r".*vision_tower.*\.(q_proj|v_proj)")
-    get_peft_model(base, config).save_pretrained(tmp_path / "vision-lora")
+    get_peft_model(base, config).save_pretrained(rollout_server.adapter_root / "vision-lora")
     with pytest.raises(RolloutServerError) as caught:
-        client.load_adapter_path("vision", tmp_path / "vision-lora")
+        client.load_adapter_path("vision", "vision-lora")
     assert caught.value.status == 422 and "vision tower" in caught.value.reason
     assert all(info.name != "vision" for info in client.adapters())
 
@@ -245,9 +245,16 @@ def test_adapter_versions_listed_and_deleted(client, tiny_medgemma):
     second = client.load_adapter(adapter_update(model, "policy", "listing", version=None))
     assert (first.version, second.version) == (0, 1)
     assert [info.version for info in client.adapters() if info.name == "listing"] == [1]
-    with pytest.raises(RolloutServerError) as stale:
-        client.load_adapter(adapter_update(model, "policy", "listing", version=1))
-    assert stale.value.status == 409
+    # Version 1 again with its own weights is a retry: answered with version 1, nothing reloaded.
+    assert client.load_adapter(adapter_update(model, "policy", "listing", version=1)).version == 1
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.mul_(0.5)
+    for stale in (0, 1):  # an older version, or version 1 with other weights: a conflict
+        with pytest.raises(RolloutServerError) as refused:
+            client.load_adapter(adapter_update(model, "policy", "listing", version=stale))
+        assert refused.value.status == 409
     assert client.unload_adapter("listing") == [1]
     assert all(info.name != "listing" for info in client.adapters())
     metrics = httpx.get(client.base_url + "/metrics").text
