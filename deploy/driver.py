@@ -91,7 +91,12 @@ def run_grpo(
     log.info("rollout replicas ready at %s", ", ".join(urls))
     state = ray.get(
         placement.trainer.setup_grpo.remote(
-            grpo_config, str(run_dir / "grpo"), placement.replicas, placement.router, resume
+            grpo_config,
+            str(run_dir / "grpo"),
+            placement.replicas,
+            placement.router,
+            resume,
+            api_token=placement.api_token,
         )
     )
     step = state["step"]
@@ -104,6 +109,7 @@ def run_grpo(
         config.data.ood_label_set,
         grpo_config.prompt_format,
     )
+    validation.token = placement.api_token
     checkpoint_dir = run_dir / "grpo" / "checkpoints"
 
     def evaluate(at_step: int) -> None:
@@ -147,7 +153,13 @@ def run_grpo(
                 urls = placement.replica_urls()  # a replica restarted during the step has a new port
                 evaluate(step)
     metrics.close()
-    return {"grpo_config": grpo_config, "validation": validation, "final_step": step, "urls": urls}
+    return {
+        "grpo_config": grpo_config,
+        "validation": validation,
+        "final_step": step,
+        "urls": urls,
+        "api_token": placement.api_token,  # for the final report's adapter loads; never written out
+    }
 
 
 def finish(run_dir: Path, config: RunConfig, outcome: dict[str, Any], timings: dict[str, float]) -> None:

@@ -21,7 +21,8 @@ def final_report(run_dir: Path, outcome: dict[str, Any], selection: dict[str, An
     labels: dict[int, str] = {}
     for label, step in wanted.items():  # one adapter per distinct step
         labels.setdefault(step, label)
-    with RolloutClient(outcome["urls"][0]) as client:
+    # Adapter loads are admin calls: the run's own API token, when the driver gave its replicas one.
+    with RolloutClient(outcome["urls"][0], token=outcome.get("api_token")) as client:
         selectors = [
             load_adapter_folder(client, label, points[step]["adapter"])
             for step, label in labels.items()

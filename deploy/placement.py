@@ -8,6 +8,7 @@ local to both; rollout replicas may sit anywhere in the cluster.
 
 import contextlib
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,9 @@ class Placement:
         self.replicas: list[Any] = []
         self.router: Any = None
         self.trainer: Any = None
+        # This run's key: its replicas refuse adapter changes (and answer nothing) without it, so a
+        # replica listening on the network is not open to it. Only the trainer and evaluator get it.
+        self.api_token = secrets.token_urlsafe(32)
 
     @classmethod
     def connect(cls, config: RunConfig, model: Path, address: str) -> "Placement":
@@ -58,7 +62,10 @@ class Placement:
 
         rollout = self.config.rollout
         server_config = ServerConfig(
-            engine=self.config.engine_config(str(self.model)), host=rollout.host, port=0
+            engine=self.config.engine_config(str(self.model)),
+            host=rollout.host,
+            port=0,
+            api_token=self.api_token,
         )
         for index in range(rollout.replicas):
             actor = (

@@ -37,6 +37,7 @@ class TrainingValidation:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.settings = settings
         self.prompt_format = prompt_format
+        self.token: str | None = None  # the replicas' API token, when the run gives them one
         self.datasets: dict[str, tuple[str, str | None]] = {}
         if val_manifest is not None:
             self.datasets["val"] = (str(self._subset(val_manifest, "val")), None)
@@ -78,7 +79,7 @@ class TrainingValidation:
         """Score the version live after `step` optimizer steps; keep its adapter for the final report."""
         from evaluation.runner import evaluate_checkpoints
 
-        outcome = evaluate_checkpoints(url, self.datasets, [adapter], self.eval_settings())
+        outcome = evaluate_checkpoints(url, self.datasets, [adapter], self.eval_settings(), token=self.token)
         name = outcome.checkpoints[0]
         point = {"step": step, "version": adapter.version, "id_macro_f1": outcome.macro_f1(name, "val")}
         point["id_fail_rate"] = outcome.scores[name]["val"].fail_rate

@@ -28,20 +28,27 @@ class TrainerActor:
         return summary.model_dump(mode="json") if hasattr(summary, "model_dump") else dict(summary)
 
     def setup_grpo(
-        self, config: GrpoConfig, run_dir: str, replicas: list[Any], router: Any, resume: bool = False
+        self,
+        config: GrpoConfig,
+        run_dir: str,
+        replicas: list[Any],
+        router: Any,
+        resume: bool = False,
+        api_token: str | None = None,
     ) -> dict[str, Any]:
+        """`api_token`: the replicas' key (the driver makes one per run) for the trainer's HTTP calls."""
 
         from rewards.client import RewardClient
         from trainer.grpo import GrpoTrainer
         from trainer.rollouts import RolloutDispatcher
         from trainer.sync import RayAdapterPublisher
 
-        self.replicas = replicas
+        self.replicas, self.api_token = replicas, api_token
         urls = replica_urls(replicas)
         self.grpo = GrpoTrainer(
             config,
             Path(run_dir),
-            RolloutDispatcher(urls),
+            RolloutDispatcher(urls, token=api_token),
             RayAdapterPublisher(replicas),
             RewardClient.for_router(router),
             recover_replicas=self._recover_replicas,
@@ -91,7 +98,7 @@ class TrainerActor:
                 continue
             log.warning(self.events[-1])
         self.grpo.rollouts.close()
-        self.grpo.rollouts = RolloutDispatcher(urls)
+        self.grpo.rollouts = RolloutDispatcher(urls, token=self.api_token)
 
     def history(self) -> list[dict[str, Any]]:
         return list(self.grpo.history) if self.grpo else []
