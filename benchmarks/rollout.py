@@ -3,8 +3,9 @@
 - our HTTP API: a real `cxr-rl serve` process, concurrent requests from the async client;
 - vLLM's async engine in-process, built with the options our server builds (`engine_args`);
 - transformers `generate` on the same model (what a TRL user gets without vLLM);
-- adapter swap latency: POST /v1/adapters with the adapter's bytes, live once the canary moved;
-- a LoRA adapter served beside the same weights merged into the base.
+- adapter swap latency: an adapter upload (raw safetensors), live once the canary moved;
+- a LoRA adapter served beside the same weights merged into the base;
+- our OpenAI endpoint beside vLLM's own OpenAI server, both up at once (benchmarks/rollout_openai.py).
 
     python benchmarks/rollout.py --help     (or: python -m benchmarks.rollout --help)
 
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import statistics
@@ -92,9 +94,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--skip-hf", action="store_true", help="leave out transformers generate")
     add("--skip-swaps", action="store_true", help="leave out the adapter swap latency")
     add("--skip-merged", action="store_true", help="leave out LoRA versus merged serving")
+    add("--skip-openai", action="store_true", help="leave out our OpenAI endpoint beside vLLM's OpenAI server")
+    add("--openai-requests", type=int, default=64, metavar="C",
+        help="concurrent chat completions per round, n=--n each (default 64)")
+    add("--openai-rounds", type=int, default=5, metavar="R",
+        help="measured rounds per server, after one warm-up round each (default 5)")
     # fmt: on
     args = parser.parse_args(argv)
-    for name in ("n", "max_tokens", "repeats", "swaps", "items_per_request", "image_size", "max_num_seqs"):
+    for name in ("n", "max_tokens", "repeats", "swaps", "items_per_request", "image_size", "max_num_seqs",
+                 "openai_requests", "openai_rounds"):  # fmt: skip
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.torch_threads is not None and args.torch_threads < 1:
@@ -232,6 +240,7 @@ def prepare_workload(args: argparse.Namespace, work: Path) -> Workload:
 
 async def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from benchmarks.common import ServerProcess, random_lora_model, randomise_lora, save_merged_model
+    from benchmarks.rollout_openai import ChatLoad, VllmServer, openai_comparison
     from rollout_server.client import AsyncRolloutClient
     from shared.schemas import AdapterSelector
     from trainer.lora import adapter_update
@@ -241,13 +250,18 @@ async def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     load = prepare_workload(args, work)
     result: dict[str, Any] = {"model": str(args.model or "tiny-medgemma (built)")}
+    token = secrets.token_urlsafe(16)  # adapter uploads need the server's key
     async with contextlib.AsyncExitStack() as stack:
         base_config = load.server_config(load.model_dir, work / "server-base" / "adapters")
-        base_server = stack.enter_context(ServerProcess(base_config, work / "server-base"))
+        base_server = stack.enter_context(ServerProcess(base_config, work / "server-base", token=token))
         direct = DirectEnginePath(load.engine, load.sampling)
         stack.push_async_callback(direct.shutdown)
-        await asyncio.gather(asyncio.to_thread(base_server.wait_ready), direct.start())
-        client = await stack.enter_async_context(AsyncRolloutClient(base_server.url, timeout_s=1800))
+        starting = [asyncio.to_thread(base_server.wait_ready), direct.start()]
+        if not args.skip_openai:  # both OpenAI servers up at once, from the start
+            vllm_server = stack.enter_context(VllmServer(load.engine, work / "server-vllm"))
+            starting.append(asyncio.to_thread(vllm_server.wait_ready))
+        await asyncio.gather(*starting)
+        client = await stack.enter_async_context(AsyncRolloutClient(base_server.url, token, timeout_s=1800))
         paths: list[Any] = [
             direct,
             HttpPath("http", client, base_server.process.pid, load.sampling, args.items_per_request),
@@ -260,6 +274,22 @@ async def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         result["throughput"] = by_batch(runs, "vllm direct")
         result["http_direct_same_samples"] = same_samples(runs["http"], runs["vllm direct"])
         print_throughput("Throughput (median over repeats)", result["throughput"], "vllm direct")
+        if not args.skip_openai:
+            s = load.sampling
+            chat = ChatLoad(
+                args.openai_requests, s.n, s.max_tokens, s.temperature, s.top_p, str(load.model_dir)
+            )
+            result["openai"] = await openai_comparison(
+                base_server.url,
+                vllm_server.url,
+                chat,
+                work,
+                args.openai_rounds,
+                args.seed,
+                args.image_size,
+                token,
+            )
+            vllm_server.stop()
         if args.skip_swaps and args.skip_merged:
             return result
 
@@ -285,9 +315,11 @@ async def benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         merged_dir = save_merged_model(policy, load.model_dir, work / "merged")
         merged_config = load.server_config(merged_dir, work / "server-merged" / "adapters")
-        merged_server = stack.enter_context(ServerProcess(merged_config, work / "server-merged"))
+        merged_server = stack.enter_context(ServerProcess(merged_config, work / "server-merged", token=token))
         await asyncio.to_thread(merged_server.wait_ready)
-        merged_client = await stack.enter_async_context(AsyncRolloutClient(merged_server.url, timeout_s=1800))
+        merged_client = await stack.enter_async_context(
+            AsyncRolloutClient(merged_server.url, token, timeout_s=1800)
+        )
         lora_paths = [
             HttpPath(
                 "http lora", client, base_server.process.pid, load.sampling, args.items_per_request,
@@ -323,6 +355,8 @@ def headline(result: dict[str, Any], batch: int) -> dict[str, Any]:
         line["hf_tokens_per_s"] = figures["transformers"]["tokens_per_s"]
         line["hf_completions_per_s"] = figures["transformers"]["completions_per_s"]
         line["hf_over_direct"] = figures["transformers"]["vs_reference"]
+    if "openai" in result:
+        line.update({k: v for k, v in result["openai"].items() if not k.endswith("_per_round")})
     if "lora_throughput" in result:
         lora = result["lora_throughput"][str(batch)]
         line["lora_tokens_per_s"] = lora["http lora"]["tokens_per_s"]
@@ -367,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         **result,
     }
     swap = f"{line['swap_ms_p50']:.1f} ms" if "swap_ms_p50" in line else "not measured"
+    openai = f"{line['openai_over_vllm']:.3f}" if "openai_over_vllm" in line else "not measured"
     print(
         f"\nBatch of {batch}: HTTP/direct tokens/s {line['http_over_direct']:.2f} (target >= 0.85), "
-        f"HTTP layer {line['http_layer_cpu_ms']:.0f} ms CPU per batch; swap p50 {swap} (target < 100 ms)"
+        f"HTTP layer {line['http_layer_cpu_ms']:.0f} ms CPU per batch; swap p50 {swap} (target < 100 ms); "
+        f"OpenAI endpoint / vLLM's OpenAI server {openai} (target >= 0.95)"
     )
     print(json.dumps(line))
     return 0

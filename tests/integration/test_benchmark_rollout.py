@@ -20,7 +20,8 @@ def test_rollout_benchmark_measures_every_path_and_stops_what_it_started(tiny_me
     command = [
         sys.executable, str(ROOT / "benchmarks" / "rollout.py"), "--model", str(tiny_medgemma),
         "--work-dir", str(tmp_path), "--batch-sizes", "2", "--repeats", "1", "--n", "2",
-        "--max-tokens", "8", "--swaps", "2", "--image-size", "128",
+        "--max-tokens", "8", "--swaps", "2", "--image-size", "128", "--openai-requests", "3",
+        "--openai-rounds", "1",
     ]  # fmt: skip
     out_path, err_path = tmp_path / "bench.out", tmp_path / "bench.err"  # files: a full pipe would block it
     with out_path.open("w") as out, err_path.open("w") as err:
@@ -50,9 +51,14 @@ def test_rollout_benchmark_measures_every_path_and_stops_what_it_started(tiny_me
     assert line["http_direct_same_samples"] >= 0.75
     assert line["lora_merged_same_samples"] >= 0.75
     assert "Throughput" in stdout and "Adapter swap" in stdout
+    # Our OpenAI endpoint and vLLM's own served every request, on the same prompts.
+    assert line["openai_all_served"] and line["openai_ours_served"] == line["openai_vllm_served"] == 3
+    assert line["openai_ours_prompt_tokens"] == line["openai_vllm_prompt_tokens"] > 0
+    assert line["openai_over_vllm"] > 0 and "OpenAI chat completions" in stdout
 
     servers = [command for _, command in descendants.values() if "cxr_rl.cli serve" in command]
     assert len(servers) == 2  # the base model's server and the merged model's
+    assert any("vllm.entrypoints.openai.api_server" in command for _, command in descendants.values())
     left = [
         command
         for child, command in descendants.values()

@@ -6,6 +6,7 @@ import torch
 
 from benchmarks.common import percentile, random_lora_model, save_merged_model
 from benchmarks.rollout import by_batch, headline, image_sets, parse_args, summarise
+from benchmarks.rollout_openai import ChatLoad, ChatRound, summarise_openai, vllm_server_command
 from benchmarks.rollout_paths import BatchRun, same_samples, until_stop
 
 
@@ -64,9 +65,39 @@ def test_headline_reports_the_biggest_batch():
     assert "hf_tokens_per_s" not in line and "lora_tokens_per_s" not in line
 
 
+def test_openai_ratio_pairs_rounds_on_the_same_images_and_counts_every_request():
+    load = ChatLoad(requests=64, n=4, max_tokens=64, temperature=0.8, top_p=0.95, model="m")
+    runs = [  # the machine slowed down in round 1: both servers felt it
+        ChatRound("ours", 0, 10.0, 64, 16384, 9000), ChatRound("vllm", 0, 10.5, 64, 16384, 9000),
+        ChatRound("vllm", 1, 20.0, 64, 16384, 9000), ChatRound("ours", 1, 20.0, 63, 16128, 8860),
+    ]  # fmt: skip
+    figures = summarise_openai(runs, "ours", "vllm", load)
+    assert figures["openai_over_vllm_per_round"] == [1.05, 0.984]
+    assert figures["openai_over_vllm"] == round((1.05 + 16128 / 16384) / 2, 3)
+    assert (figures["openai_ours_served"], figures["openai_vllm_served"]) == (127, 128)
+    assert figures["openai_all_served"] is False
+
+
+def test_vllm_server_gets_our_engine_options(tiny_medgemma):
+    from rollout_server.config import EngineConfig
+
+    command = vllm_server_command(
+        EngineConfig(model=str(tiny_medgemma), max_model_len=1024, max_num_seqs=32), 8123
+    )
+    joined = " ".join(command)
+    assert "vllm.entrypoints.openai.api_server" in joined and f"--model {tiny_medgemma}" in joined
+    for option in ("--max-model-len 1024", "--max-num-seqs 32", "--enable-lora", "--max-lora-rank 16",
+                   "--no-enable-chunked-prefill", "--enforce-eager", "--dtype float32", "--port 8123"):  # fmt: skip
+        assert option in joined, option
+
+
 def test_arguments_are_checked():
     assert parse_args(["--batch-sizes", "8,32"]).batch_sizes == [8, 32]
-    for bad in (["--batch-sizes", "8,x"], ["--batch-sizes", "0"], ["--n", "0"], ["--torch-threads", "0"]):
+    bad_arguments = (
+        ["--batch-sizes", "8,x"], ["--batch-sizes", "0"], ["--n", "0"], ["--torch-threads", "0"],
+        ["--openai-requests", "0"],
+    )  # fmt: skip
+    for bad in bad_arguments:
         with pytest.raises(SystemExit):
             parse_args(bad)
 
