@@ -13,7 +13,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--address", default="auto", help="Ray cluster address (default: auto, the running `ray start --head`; "
-        "'local' starts a private one inside this process)"
+        "'local' starts a private one for this run: loopback only, token auth, stopped with the run)"
     )  # fmt: skip
     parser.add_argument("--grpo-steps", type=int, help="override grpo.max_steps")
     parser.add_argument(
@@ -33,7 +33,8 @@ def register(subcommands: argparse._SubParsersAction) -> None:
             "worker and the trainer as actors, run SFT then GRPO with evaluation every K steps, and write "
             "everything of the run (metrics, TensorBoard, plots, checkpoints, reports, summary.md) into its "
             "run folder. With no --config: the embedded demo (tiny MedGemma-architecture model and phantom "
-            "X-rays on CPU, a few minutes)."
+            "X-rays on CPU, a few minutes). Ctrl-C or SIGTERM stops every process the run started and prints the "
+            "step reached and the command that resumes the run."
         ),
     )
     add_train_arguments(train)

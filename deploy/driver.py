@@ -16,6 +16,7 @@ from typing import Any
 
 from deploy.config import RunConfig
 from deploy.embedded import RunInputs, prepare_inputs
+from deploy.interrupts import StopSignals, stopped_message
 from deploy.observability import RunMetrics, evaluation_curve, read_metrics, training_plots
 from deploy.placement import Placement
 from deploy.run_summary import write_run_summary
@@ -238,8 +239,24 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.check:
         print("\n".join(describe_config(config)))
         return 0
-    train(config, resume=args.resume, address=args.address)
+    with StopSignals() as stop:
+        try:
+            train(config, resume=args.resume, address=args.address)
+        except KeyboardInterrupt:  # our RunStopped, or Ray's KeyboardInterrupt raised for it
+            if stop.received is None:
+                raise
+            leave_ray()  # stopped before the actors were placed: nothing else to stop
+            print(stopped_message(stop, config.run_dir, args), file=sys.stderr, flush=True)
+            return stop.exit_status
     return 0
+
+
+def leave_ray() -> None:
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import RunConfig
+from deploy.interrupts import keep_sigterm_handler
+from deploy.local_cluster import remove_private_cluster_files, start_private_cluster
 from rollout_server.actor import replica_urls
 from shared.errors import UserError
 from shared.ray_calls import connect_to_cluster, get_through_restarts
@@ -26,6 +28,7 @@ class Placement:
         self.replicas: list[Any] = []
         self.router: Any = None
         self.trainer: Any = None
+        self.private_cluster: Path | None = None  # the folder of a cluster this run started (--address local)
         # This run's key: its replicas refuse adapter changes (and answer nothing) without it, so a
         # replica listening on the network is not open to it. Only the trainer and evaluator get it.
         self.api_token = secrets.token_urlsafe(32)
@@ -34,18 +37,23 @@ class Placement:
     def connect(cls, config: RunConfig, model: Path, address: str) -> "Placement":
         import ray
 
+        private_cluster = None
         try:
-            if address == "local":
-                ray.init(namespace=config.namespace, include_dashboard=False, log_to_driver=False)
-            else:
-                connect_to_cluster(address, config.namespace, log_to_driver=False)
+            # SIGTERM stops the run as Ctrl-C does (deploy/interrupts.py), not as ray.init() would.
+            with keep_sigterm_handler():
+                if address == "local":
+                    private_cluster = start_private_cluster(config.namespace)
+                else:
+                    connect_to_cluster(address, config.namespace, log_to_driver=False)
         except ConnectionError as error:
             raise UserError(
                 f"no Ray cluster at {address!r} ({error}); start one with `ray start --head`, "
                 "or pass --address local to start one inside this process"
             ) from None
         log.info("connected to Ray: %s", ray.cluster_resources())
-        return cls(config, model)
+        placement = cls(config, model)
+        placement.private_cluster = private_cluster
+        return placement
 
     def __enter__(self) -> "Placement":
         return self
@@ -147,5 +155,7 @@ class Placement:
             if actor is not None:
                 with contextlib.suppress(Exception):  # already gone
                     ray.kill(actor, no_restart=True)
-        ray.shutdown()
+        ray.shutdown()  # a private cluster (--address local) stops with it
+        if self.private_cluster is not None:
+            remove_private_cluster_files(self.private_cluster)
         log.info("actors stopped, disconnected from Ray")
