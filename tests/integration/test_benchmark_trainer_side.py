@@ -10,6 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.processes import still_running
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,13 +30,8 @@ def run_watching_descendants(command: list[str]) -> tuple[str, str, list[str]]:
         time.sleep(1)
     stdout, stderr = process.communicate()
     assert process.returncode == 0, stderr[-3000:]
-    time.sleep(2)  # Ray's processes exit just after the driver
-    left = [
-        command
-        for child, command in descendants.values()
-        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
-    ]
-    return stdout, stderr, left
+    left = still_running([child for child, _ in descendants.values()])  # Ray's go just after the driver
+    return stdout, stderr, [command for child, command in descendants.values() if child in left]
 
 
 def test_sync_benchmark_times_live_publishes_and_stops_ray(tmp_path):

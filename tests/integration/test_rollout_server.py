@@ -166,11 +166,12 @@ def test_swap_while_16_requests_are_in_flight(rollout_server, tiny_medgemma):
     async def scenario():
         async with AsyncRolloutClient(rollout_server.url, token=API_TOKEN, timeout_s=300) as client:
             await client.load_adapter(old)
-            # Two X-rays x 4 completions x up to 256 tokens: a request ends with its longest sample,
-            # so all 16 are still generating when the swap lands, however fast the machine.
+            # Two X-rays x 4 completions x exactly 256 tokens (min_tokens: no sample may end early on
+            # an end-of-sequence token, whatever it draws), 128 sequences for an engine that runs 64
+            # at a time: all 16 requests hold version 0 long before the first one can finish.
             request = RolloutRequest(
                 items=[RolloutItem(image=ImageRef(b64=image)) for image in images], n=4, max_tokens=256,
-                seed=0, adapter=AdapterSelector(name="swap"),
+                min_tokens=256, seed=0, adapter=AdapterSelector(name="swap"),
             )  # fmt: skip
             in_flight = [
                 asyncio.create_task(client.rollouts(request.model_copy(update={"seed": s})))
@@ -190,6 +191,7 @@ def test_swap_while_16_requests_are_in_flight(rollout_server, tiny_medgemma):
     assert len(before) == 16
     for response in before:  # nothing dropped, every completion on the version it started with
         assert [len(result.completions) for result in response.results] == [4, 4]
+        assert {len(c.token_ids) for result in response.results for c in result.completions} == {256}
         assert {c.adapter_version for result in response.results for c in result.completions} == {0}
     assert {c.adapter_version for result in after.results for c in result.completions} == {1}
     # Version 0 is unloaded once its requests are done; only the latest stays.
@@ -264,17 +266,18 @@ def test_adapter_versions_listed_and_deleted(client, tiny_medgemma):
 
 def test_image_placeholder_tokens_are_never_sampled(client, tiny_medgemma):
     """Hot sampling (T=2, vLLM's limit) from the random tiny model reaches nearly every token;
-    placeholders stay out (about a 1% chance that none would be drawn unbiased in these 1,024)."""
+    placeholders stay out (about a 1% chance that none would be drawn unbiased in these 1,024:
+    exactly 1,024, since min_tokens keeps every sample from ending early)."""
     from shared.chat import multimodal_placeholder_ids
 
     placeholders = set(multimodal_placeholder_ids(str(tiny_medgemma)))
     assert len(placeholders) == 3
     items = [RolloutItem(image=ImageRef(b64=b64(png_bytes(noise_xray(seed))))) for seed in (6, 7)]
     response = client.rollouts(
-        RolloutRequest(items=items, n=8, max_tokens=64, temperature=2.0, top_p=1.0, seed=5)
+        RolloutRequest(items=items, n=8, max_tokens=64, min_tokens=64, temperature=2.0, top_p=1.0, seed=5)
     )
     sampled = [token for result in response.results for c in result.completions for token in c.token_ids]
-    assert len(sampled) > 800
+    assert len(sampled) == 2 * 8 * 64
     assert not placeholders.intersection(sampled)
 
 

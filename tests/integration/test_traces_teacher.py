@@ -4,6 +4,7 @@ that always fails), and a run killed midway that a rerun finishes without redoin
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import re
@@ -30,6 +31,7 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
+OVERLAP_WAIT_S = 60  # a hang guard for a client that never sends two at once; never waited out otherwise
 _LABELS_LINE = re.compile(r"ground-truth labels of this chest X-ray are: (?P<labels>[^\n]+)\.\n")
 
 
@@ -37,8 +39,13 @@ class StandInTeacher:
     """Answers chat completions by the ground-truth labels the prompt states (a key per record):
     `script` maps those labels to a list of behaviours, one per call, the last one repeating."""
 
-    def __init__(self, script: dict[str, list[str]]):
+    def __init__(self, script: dict[str, list[str]], hold_until_overlap: bool = False):
         self.script = script
+        # Hold the first request until a second one comes in (once), so that a concurrent client
+        # shows its concurrency however its requests are spread in time; a client that sends one
+        # request at a time never brings the second, and max_in_flight stays 1.
+        self.overlapped = asyncio.Event()
+        self.hold_until_overlap = hold_until_overlap
         self.calls: Counter[str] = Counter()
         self.image_sizes: dict[str, tuple[int, int]] = {}
         self.in_flight = 0
@@ -66,8 +73,12 @@ class StandInTeacher:
         behaviour = behaviours[min(self.calls[key], len(behaviours)) - 1]
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.in_flight > 1:
+            self.overlapped.set()
         try:
-            await asyncio.sleep(0.05)  # so that concurrent requests overlap
+            if self.hold_until_overlap:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.overlapped.wait(), OVERLAP_WAIT_S)
         finally:
             self.in_flight -= 1
         if behaviour.isdigit():
@@ -154,7 +165,7 @@ def test_generation_validates_retries_and_counts(tmp_path, rg1_dicom_path):
     )
     write_manifest(records, manifest)
     out = tmp_path / "sft" / "traces.jsonl"
-    teacher = StandInTeacher(SCRIPTED)
+    teacher = StandInTeacher(SCRIPTED, hold_until_overlap=True)
     with ThreadedServer(teacher.app) as server:
         settings = TeacherSettings(
             endpoint=server.url, model="teacher-xl", max_retries=2, initial_backoff_s=0.01

@@ -19,7 +19,9 @@ from dataprep.nih import load_nih
 from shared.labels import CHEXPERT_LABELS, NIH_TO_CHEXPERT_9
 
 SAMPLE_ROWS = 300
-FULL_LOAD_SECONDS = 60  # measured ~4 s (CheXpert) and <1 s (NIH) on 2 cores; generous for busy CI
+# CPU seconds, measured ~4 s (CheXpert) and <1 s (NIH): CPU time, not wall time, so that a busy
+# machine's waiting does not count
+FULL_LOAD_SECONDS = 60
 PLACEHOLDER_JPEG = bytes.fromhex(
     "ffd8ffe000104a46494600010100000100010000ffdb004300080606070605080707070909080a0c140d0c0b0b0c1912130f14"
     "1d1a1f1e1d1a1c1c20242e2720222c231c1c2837292c30313434341f27393d38323c2e333432ffc0000b080001000101011100"
@@ -117,7 +119,7 @@ def test_chexpert_full_file_reports_every_missing_image(tmp_path, chexpert_csv):
         "view not selected": len(rows) - frontal,
     }
     print(f"CheXpert train.csv, {len(rows)} rows, images missing: {seconds:.1f} s wall, {cpu:.1f} s CPU")
-    assert seconds < FULL_LOAD_SECONDS
+    assert cpu < FULL_LOAD_SECONDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,4 +165,4 @@ def test_nih_full_file_reports_every_missing_image(tmp_path, nih_csv):
     print(
         f"NIH Data_Entry_2017_v2020.csv, 112120 rows, images missing: {seconds:.1f} s wall, {cpu:.1f} s CPU"
     )
-    assert seconds < FULL_LOAD_SECONDS
+    assert cpu < FULL_LOAD_SECONDS

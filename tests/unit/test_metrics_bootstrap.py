@@ -54,11 +54,13 @@ def test_interval_does_not_depend_on_how_resamples_are_blocked(monkeypatch):
 
 
 def test_thousand_resamples_of_thousand_images_take_well_under_a_second():
+    """A guard against a quadratic slip, not a benchmark: CPU time (about 0.03 s on one core), which
+    waiting for a busy machine's cores does not inflate as it does wall time."""
     matrices = noisy_matrices(1000, 0.1, seed=4)
     bootstrap_f1(matrices, n_resamples=20)  # warm-up
-    start = time.perf_counter()
+    start = time.process_time()
     bootstrap_f1(matrices, n_resamples=1000, seed=0)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_paired_difference_has_the_right_sign():
