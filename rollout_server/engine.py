@@ -51,6 +51,10 @@ def engine_args(config: EngineConfig) -> Any:
         enable_prefix_caching=config.enable_prefix_caching,
         seed=config.seed,
         disable_log_stats=True,
+        # Sampled-token logprobs before temperature and top-p: what the trainer recomputes to check
+        # agreement, in either loss mode (trainer.logprobs). "processed_logprobs" would renormalise
+        # over the top-p nucleus, which no trainer-side distribution reproduces.
+        logprobs_mode="raw_logprobs",
     )
 
 
