@@ -2,9 +2,9 @@
 the SFT and GRPO sections are the trainer's own configs, completed with the run's model and data."""
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rollout_server.config import EngineConfig, EngineSettings
 from shared.config import StrictModel
@@ -19,18 +19,67 @@ class PhantomData(StrictModel):
     seed: int = 0
 
 
+LabelSetName = Literal["chexpert14", "nih9", "nih10"]
+
+
+class ReportSet(StrictModel):
+    """A test set of the final report: scored once, on SFT, the chosen step and the last step, and
+    never while training runs (the driver refuses a selection set that shares an image with it)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="its name in the report, e.g. chexpert")
+    manifest: Path = Field(description="JSONL manifest, e.g. `cxr-rl data split --nih-root` nih_test.jsonl")
+    label_set: LabelSetName | None = Field(
+        None, description="labels it is scored on (None: nih9 for an NIH manifest, chexpert14 otherwise)"
+    )
+    role: Literal["in_distribution", "out_of_distribution"]
+
+
 class DataSettings(StrictModel):
-    """Manifests (JSONL) or, for the embedded demo, a phantom dataset built into the run folder."""
+    """Manifests (JSONL) or, for the embedded demo, a phantom dataset built into the run folder.
+
+    Selection sets (`val_manifest`, `ood_val_manifest`) are scored every K GRPO steps to choose a
+    checkpoint; report sets (`report_sets`) only once, at the end. The two never share an image, and
+    no selection set holds a row of a dataset's official test split: the driver refuses such a
+    config before any training, naming the file."""
 
     phantoms: PhantomData | None = None
     sft_manifest: Path | None = Field(None, description="with `target` filled (teacher traces or synthetic)")
     rl_manifest: Path | None = None
     val_manifest: Path | None = Field(
-        None, description="in-distribution validation (e.g. MIMIC validate or CheXpert)"
+        None, description="in-distribution selection set (e.g. `cxr-rl data split` val.jsonl, MIMIC)"
     )
-    ood_manifest: Path | None = Field(None, description="out-of-distribution (e.g. NIH test)")
-    ood_label_set: Literal["chexpert14", "nih9", "nih10"] = "nih9"
+    ood_val_manifest: Path | None = Field(
+        None,
+        description="out-of-distribution selection set (e.g. `cxr-rl data split --nih-root` nih_val.jsonl)",
+    )
+    ood_label_set: LabelSetName | None = Field(
+        None, description="labels the OOD selection set is scored on (None: nih9 for NIH, else chexpert14)"
+    )
+    report_sets: list[ReportSet] = Field([], description="test sets of the final report, any number")
     sft_format: str = "reasoning_a_sft"
+    prompt_formats_file: Path | None = Field(
+        None,
+        description="YAML or JSON of user prompt formats (name: instruction), for SFT, the rollout "
+        "server, GRPO and evaluation alike",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: Any) -> Any:
+        if isinstance(values, dict) and "ood_manifest" in values:
+            raise ValueError(
+                "ood_manifest was split in two: ood_val_manifest (the OOD selection set, scored while "
+                "training) and report_sets (the test sets of the final report)"
+            )
+        return values
+
+    @model_validator(mode="after")
+    def _distinct_report_names(self) -> "DataSettings":
+        names = [report.name for report in self.report_sets]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"report_sets: name(s) {repeated} used twice")
+        return self
 
 
 class PlacementSettings(StrictModel):
@@ -52,13 +101,28 @@ class RolloutSettings(StrictModel):
 
 class EvaluationSettings(StrictModel):
     every: int = Field(0, ge=0, description="evaluate every K GRPO steps (0: only before and after)")
-    max_images: int | None = Field(64, ge=1, description="per dataset, first N (None: all)")
-    max_tokens: int = Field(512, ge=1)
-    selection: Literal["in_distribution", "out_of_distribution", "weighted"] = "in_distribution"
-    ood_weight: float = Field(0.5, ge=0.0, le=1.0)
-    max_ood_drop: float | None = Field(
-        0.1, gt=0.0, description="early warning threshold (fraction of the best)"
+    max_images: int | None = Field(
+        64,
+        ge=1,
+        description="images per selection set: a seeded subset stratified by label, the same images "
+        "at every evaluation (None: the whole set)",
     )
+    subset_seed: int = Field(0, ge=0, description="seed of the selection subsets")
+    max_tokens: int = Field(512, ge=1)
+    selection: Literal["in_distribution", "out_of_distribution", "weighted"] = Field(
+        "in_distribution",
+        description="the score a checkpoint is chosen by; among the steps not significantly below the "
+        "best (paired bootstrap), the earliest is chosen",
+    )
+    ood_weight: float = Field(0.5, ge=0.0, le=1.0, description="`weighted`: (1-w) ID + w OOD macro-F1")
+    confidence: float = Field(
+        0.95,
+        gt=0.5,
+        lt=1.0,
+        description="level of the per-step intervals, of 'significantly below the best' and of the OOD "
+        "early warning",
+    )
+    bootstrap_resamples: int = Field(1000, ge=100, description="resamples of every bootstrap")
 
 
 class RunConfig(StrictModel):
@@ -84,6 +148,8 @@ class RunConfig(StrictModel):
             raise ValueError("this run skips SFT (sft: null)")
         settings = self.sft.model_dump()
         data = {**settings.pop("data"), "train_manifest": train_manifest, "sft_format": self.data.sft_format}
+        if self.data.prompt_formats_file is not None:
+            data["prompt_formats_file"] = self.data.prompt_formats_file
         return SftConfig.model_validate({**settings, "model": model, "out": out, "data": data})
 
     def grpo_config(self, model: str, rl_manifest: Path, sft_adapter: Path | None) -> GrpoConfig:
@@ -94,5 +160,6 @@ class RunConfig(StrictModel):
                 "rl_manifest": str(rl_manifest),
                 "sft_adapter": str(sft_adapter) if sft_adapter else self.grpo.sft_adapter,
                 "reward": self.reward.model_dump(),
+                "prompt_formats_file": self.data.prompt_formats_file,
             }
         )

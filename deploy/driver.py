@@ -106,9 +106,10 @@ def run_grpo(
         run_dir,
         config.evaluation,
         inputs.val_manifest,
-        inputs.ood_manifest,
-        config.data.ood_label_set,
+        inputs.ood_val_manifest,
+        inputs.ood_label_set,
         grpo_config.prompt_format,
+        train_manifest=inputs.rl_manifest,
     )
     validation.token = placement.api_token
     checkpoint_dir = run_dir / "grpo" / "checkpoints"
@@ -159,6 +160,7 @@ def run_grpo(
         "validation": validation,
         "final_step": step,
         "urls": urls,
+        "inputs": inputs,
         "api_token": placement.api_token,  # for the final report's adapter loads; never written out
     }
 
@@ -171,11 +173,11 @@ def finish(run_dir: Path, config: RunConfig, outcome: dict[str, Any], timings: d
         sorted(validation.points, key=lambda p: p["step"]), run_dir / "plots" / "validation_macro_f1.png"
     )
     selection = validation.selection()
-    report = None
-    if validation.enabled and selection:
-        from deploy.final_report import final_report
+    from deploy.final_report import final_report
 
-        report = final_report(run_dir, outcome, selection)
+    inputs: RunInputs = outcome["inputs"]  # report sets only: the selection sets are never re-scored
+    report = final_report(run_dir, outcome, selection, inputs.report_sets, inputs.rl_manifest)
+    outcome["wall_s"] = time.perf_counter() - outcome.get("run_started", time.perf_counter())
     write_run_summary(
         run_dir, config, outcome, grpo_metrics, selection, report, timings, plots + ([curve] if curve else [])
     )
@@ -207,6 +209,7 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
         timings["grpo_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
         outcome["urls"] = placement.replica_urls()  # current even if a replica restarted at the end
+        outcome["run_started"] = started
         finish(run_dir, config, outcome, timings)
         timings["report_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started

@@ -194,10 +194,12 @@ def evaluation_curve(points: list[dict[str, Any]], out_path: Path) -> Path | Non
     ):
         values = [point.get(key) for point in points]
         if any(value is not None for value in values):
-            axis.plot(
-                steps, [v if v is not None else float("nan") for v in values], marker=marker, label=label
-            )
-    axis.set_title("Validation macro-F1 during GRPO")
+            ys = [v if v is not None else float("nan") for v in values]
+            axis.plot(steps, ys, marker=marker, label=label)
+            intervals = [point.get(key.replace("macro_f1", "ci")) for point in points]
+            if all(intervals):  # each step's 95% bootstrap interval, shaded
+                axis.fill_between(steps, [ci[0] for ci in intervals], [ci[1] for ci in intervals], alpha=0.15)
+    axis.set_title("Validation macro-F1 during GRPO (selection sets, 95% intervals)")
     axis.set_xlabel("GRPO step (0 = SFT checkpoint)")
     axis.set_ylabel("macro-F1")
     axis.grid(alpha=0.3)

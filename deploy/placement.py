@@ -73,6 +73,7 @@ class Placement:
             engine=self.config.engine_config(str(self.model)),
             host=rollout.host,
             port=0,
+            prompt_formats_file=self.config.data.prompt_formats_file,
             api_token=self.api_token,
         )
         for index in range(rollout.replicas):

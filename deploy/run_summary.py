@@ -1,19 +1,128 @@
-"""`summary.md`: one page that says what the run did: final metrics, the validation curve's points,
-which checkpoint was chosen and what the other rules would have chosen, versions, timings, config."""
+"""`summary.md` and `summary.json`: what the run did. The data sets (selection sets apart from
+report sets), the final GRPO step, every evaluated step with its 95% intervals, the checkpoint each
+selection rule chose and why, the OOD early warnings, the final report's ID-vs-OOD summary on the
+report sets, timings and the config. `summary.json` holds the same in machine-readable form."""
 
 import json
 from pathlib import Path
 from typing import Any
 
 from deploy.config import RunConfig
+from shared.atomic_files import write_atomically
 
 HEADLINE = ("reward_mean", "reward_std", "kl", "entropy", "completion_len_mean", "clip_low_frac", "clip_high_frac",
             "zero_variance_groups", "logprob_diff_max", "grad_norm")  # fmt: skip
 TIME_SPLIT = ("rollout_s", "reward_s", "train_s", "sync_s", "checkpoint_s", "step_s")
+PAPER_OOD = "the paper reports two out-of-distribution sets side by side (CheXpert, Table 5; NIH, Table 6)"
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _with_ci(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def sets_section(config: RunConfig, outcome: dict[str, Any]) -> list[str]:
+    inputs, validation = outcome["inputs"], outcome["validation"]
+    lines = ["", "## Data sets", ""]
+    lines.append(
+        "Selection sets are scored every K GRPO steps to choose a checkpoint; report sets only at the end. "
+        "They share no image, and no selection set holds a test-split row (checked before training)."
+    )
+    lines += ["", "| set | kind | manifest | scored on |", "| --- | --- | --- | --- |"]
+    for name, (subset, label_set) in validation.datasets.items():
+        role = "ID selection" if name == "val" else "OOD selection"
+        lines.append(f"| {name} | {role} | `{subset}` | {label_set}, subset `{validation.digests[name]}` |")
+    for report in inputs.report_sets:
+        role = "ID report" if report.role == "in_distribution" else "OOD report"
+        lines.append(f"| {report.name} | {role} | `{report.manifest}` | {report.label_set or 'inferred'} |")
+    lines += [f"- {note}" for note in ood_report_notes(inputs) + list(inputs.notes)]
+    return lines
+
+
+def ood_report_notes(inputs: Any) -> list[str]:
+    ood = [report.name for report in inputs.report_sets if report.role == "out_of_distribution"]
+    if len(ood) >= 2:
+        return [f"{len(ood)} out-of-distribution report sets ({', '.join(ood)}), as {PAPER_OOD}"]
+    if len(ood) == 1:
+        return [f"one out-of-distribution report set ({ood[0]}); {PAPER_OOD}: add a data.report_sets entry"]
+    return [f"no out-of-distribution report set; {PAPER_OOD}"]
+
+
+def validation_section(points: list[dict[str, Any]], level: float) -> list[str]:
+    if not points:
+        return []
+    lines = [
+        "",
+        "## Validation during GRPO (selection sets)",
+        "",
+        f"Macro-F1 with its {level:.0%} bootstrap interval; every step on the same images. Skill: macro-F1 "
+        "minus the best shortcut baseline's on the ID set (paired bootstrap).",
+        "",
+        "| step | ID macro-F1 | OOD macro-F1 | ID fail rate | skill over best shortcut | distinct answers |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in points:
+        skill = _with_ci(p.get("skill_over_baseline"), p.get("skill_over_baseline_ci"))
+        lines.append(
+            f"| {p['step']} | {_with_ci(p.get('id_macro_f1'), p.get('id_ci'))} | "
+            f"{_with_ci(p.get('ood_macro_f1'), p.get('ood_ci'))} | {p.get('id_fail_rate', 0.0):.2f} | {skill} | "
+            f"{p.get('distinct_answer_sets', '–')} |"
+        )
+    if not any("ood_macro_f1" in p for p in points):
+        lines.append("- no OOD selection set (data.ood_val_manifest): OOD is not tracked while training")
+    warnings = [p["early_warning"] for p in points if p.get("early_warning")]
+    lines += [f"- **early warning**: {warning}" for warning in warnings]
+    unparseable = unparseable_warning(points)
+    if unparseable:
+        lines += [f"- **warning**: {unparseable}"]
+    return lines
+
+
+def selection_section(selection: dict[str, Any]) -> list[str]:
+    if not selection:
+        return []
+    chosen = selection["chosen"]
+    lines = [
+        "",
+        "## Checkpoint selection",
+        "",
+        f"Rule `{selection['rule']}` chose step **{chosen['step']}** (best raw score at step {chosen['best_step']}; "
+        f"steps not significantly below it: {chosen['tied_steps']}). Tie rule: {chosen['tie_rule']}, at "
+        f"{selection['level']:.0%} with {selection['n_resamples']} paired resamples.",
+        "",
+        "| rule | chooses step | best raw step | tied steps | ID macro-F1 | OOD macro-F1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for rule, choice in selection["by_rule"].items():
+        lines.append(
+            f"| {rule} | {choice['step']} | {choice['best_step']} | {choice['tied_steps']} | "
+            f"{_with_ci(choice.get('id_macro_f1'), choice.get('id_ci'))} | "
+            f"{_with_ci(choice.get('ood_macro_f1'), choice.get('ood_ci'))} |"
+        )
+    return lines
+
+
+def final_section(run_dir: Path, report: dict[str, Any] | None) -> list[str]:
+    if not report:
+        return ["", "## Final evaluation", "", "No report sets: the run has no final report on test sets."]
+    from evaluation.report import read_report
+    from evaluation.report_markdown import generalization_lines
+
+    evaluation_report = read_report(report["files"]["json_path"])
+    lines = [
+        "",
+        "## Final evaluation (report sets)",
+        "",
+        f"Full report, one table per set in the layout of the paper's Tables 5 and 6: "
+        f"`{Path(report['folder']).relative_to(run_dir)}/report.md`",
+        "",
+    ]
+    return lines + generalization_lines(evaluation_report)
 
 
 def write_run_summary(
@@ -47,73 +156,62 @@ def write_run_summary(
         ]
         means = [sum(m.get(key, 0.0) for m in grpo_metrics) / len(grpo_metrics) for key in TIME_SPLIT]
         lines.append("| " + " | ".join(f"{value:.3f}" for value in means) + " |")
-    points = sorted(outcome["validation"].points, key=lambda p: p["step"])
-    if points:
-        lines += [
-            "",
-            "## Validation during GRPO",
-            "",
-            "| step | ID macro-F1 | OOD macro-F1 | ID fail rate |",
-            "| --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {p['step']} | {p['id_macro_f1']:.3f} | {_fmt(p.get('ood_macro_f1', '-'))} | {p['id_fail_rate']:.2f} |"
-            for p in points
-        ]
-        warnings = [p["early_warning"] for p in points if p.get("early_warning")]
-        lines += [f"- **early warning**: {warning}" for warning in warnings]
-        unparseable = unparseable_warning(points)
-        if unparseable:
-            lines += [f"- **warning**: {unparseable}"]
-    if selection:
-        chosen = selection["chosen"]
-        lines += [
-            "",
-            "## Checkpoint selection",
-            "",
-            f"Rule `{selection['rule']}` chose step **{chosen['step']}**.",
-            "",
-        ]
-        lines += ["| rule | step | ID macro-F1 | OOD macro-F1 |", "| --- | --- | --- | --- |"]
-        lines += [
-            f"| {rule} | {p['step']} | {p['id_macro_f1']:.3f} | {p['ood_macro_f1']:.3f} |"
-            for rule, p in selection["by_rule"].items()
-        ]
-    if report:
-        lines += [
-            "",
-            "## Final evaluation",
-            "",
-            f"Full report: `{Path(report['folder']).relative_to(run_dir)}/report.md`",
-            "",
-        ]
-        scores = report["summary"]["scores"]
-        lines += [
-            "| checkpoint | dataset | macro-F1 | micro-F1 | fail rate |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for checkpoint, datasets in scores.items():
-            for dataset, values in datasets.items():
-                lines.append(
-                    f"| {checkpoint} | {dataset} | {values['macro_f1']:.3f} | {values['micro_f1']:.3f} | {values['fail_rate']:.2f} |"
-                )
+    validation = outcome["validation"]
+    points = sorted(validation.points, key=lambda p: p["step"])
+    lines += sets_section(config, outcome)
+    lines += validation_section(points, config.evaluation.confidence)
+    lines += selection_section(selection)
+    lines += final_section(run_dir, report)
     lines += ["", "## Timings (s)", "", "| phase | seconds |", "| --- | --- |"]
     lines += [f"| {key.removesuffix('_s')} | {value:.1f} |" for key, value in timings.items()]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{plot.stem}]({plot.relative_to(run_dir)})" for plot in plots]
     lines += ["", "## Config", "", "```json", json.dumps(config.model_dump(mode="json"), indent=2), "```", ""]
-    path = run_dir / "summary.md"
-    path.write_text("\n".join(lines))
+    path = write_atomically(run_dir / "summary.md", "\n".join(lines))
+    write_summary_json(run_dir, config, outcome, points, selection, report, timings)
     return path
+
+
+def write_summary_json(
+    run_dir: Path,
+    config: RunConfig,
+    outcome: dict[str, Any],
+    points: list[dict[str, Any]],
+    selection: dict[str, Any],
+    report: dict[str, Any] | None,
+    timings: dict[str, float],
+) -> Path:
+    """What summary.md shows, for programs: the keys below are a contract (the demo reads them)."""
+    by_step = {point["step"]: point for point in points}
+    chosen = by_step.get(selection["chosen"]["step"], {}) if selection else {}
+    summary = {
+        "name": config.name,
+        "skill_over_baseline": chosen.get("skill_over_baseline"),
+        "skill_over_baseline_ci": chosen.get("skill_over_baseline_ci"),
+        "best_shortcut": chosen.get("best_shortcut"),
+        "distinct_answer_sets": chosen.get("distinct_answer_sets"),
+        "validation": [
+            {key: point.get(key) for key in ("step", "id_macro_f1", "id_ci", "ood_macro_f1", "ood_ci")}
+            for point in points
+        ],
+        "early_warnings": [point["early_warning"] for point in points if point.get("early_warning")],
+        "selection": selection,
+        "report_sets": report["report_sets"] if report else {},
+        "final_report": report["summary"] if report else None,
+        "notes": ood_report_notes(outcome["inputs"]) + list(outcome["inputs"].notes),
+        "timings": timings,
+        "wall_s": outcome.get("wall_s", sum(timings.values())),
+    }
+    return write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def unparseable_warning(points: list[dict[str, Any]], threshold: float = 0.5) -> str | None:
     """Scores mean little when most answers could not be parsed: say so beside them."""
     last = max(points, key=lambda p: p["step"])
-    if last["id_fail_rate"] < threshold:
+    if last.get("id_fail_rate", 0.0) < threshold:
         return None
     return (
         f"{last['id_fail_rate']:.0%} of the validation answers at step {last['step']} broke the answer "
-        "format (see parse_status in evaluation/final/predictions.jsonl); the F1 figures above reflect "
-        "that, not the model's reading of the images. More SFT usually fixes it."
+        "format (see parse_status in evaluation/steps/); the F1 figures above reflect that, not the "
+        "model's reading of the images. More SFT usually fixes it."
     )

@@ -92,7 +92,24 @@ def _resampled_f1(
     return [(np.concatenate(mi), np.concatenate(ma)) for mi, ma in zip(micro, macro, strict=True)]
 
 
-def _interval(estimate: float, samples: np.ndarray, level: float) -> ConfidenceInterval:
+def resampled_macro_f1(
+    matrices_list: Sequence[LabelMatrices], n_resamples: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Macro-F1 of each element on all its images (shape k) and on each of the same `n_resamples`
+    resamples of the images (shape k x n_resamples): a paired bootstrap over any number of
+    checkpoints scored on the same images in the same order."""
+    sizes = {matrices.n_scored for matrices in matrices_list}
+    if len(sizes) != 1:
+        raise UserError(
+            f"a paired bootstrap needs the same images for every checkpoint, got sizes {sorted(sizes)}"
+        )
+    _check_resampling(sizes.pop(), n_resamples, 0.95)
+    resampled = _resampled_f1(matrices_list, n_resamples, seed)
+    points = np.array([_point_f1(matrices)[1] for matrices in matrices_list])
+    return points, np.stack([macro for _, macro in resampled])
+
+
+def percentile_interval(estimate: float, samples: np.ndarray, level: float) -> ConfidenceInterval:
     tail = 100 * (1 - level) / 2
     low, high = np.nanpercentile(samples, [tail, 100 - tail])
     return ConfidenceInterval(estimate=float(estimate), low=float(low), high=float(high), level=level)
@@ -120,8 +137,8 @@ def bootstrap_f1(
     ((micro, macro),) = _resampled_f1([matrices], n_resamples, seed)
     micro_estimate, macro_estimate = _point_f1(matrices)
     return F1Intervals(
-        micro_f1=_interval(micro_estimate, micro, level),
-        macro_f1=_interval(macro_estimate, macro, level),
+        micro_f1=percentile_interval(micro_estimate, micro, level),
+        macro_f1=percentile_interval(macro_estimate, macro, level),
         n_resamples=n_resamples,
         seed=seed,
     )
@@ -144,20 +161,38 @@ def paired_bootstrap(
     _check_resampling(baseline.n_scored, n_resamples, level)
     resampled = _resampled_f1([baseline, candidate], n_resamples, seed)
     pick = 0 if metric == "micro_f1" else 1
-    base_samples, candidate_samples = resampled[0][pick], resampled[1][pick]
-    base_point, candidate_point = _point_f1(baseline)[pick], _point_f1(candidate)[pick]
+    return difference_from_samples(
+        metric,
+        (_point_f1(baseline)[pick], _point_f1(candidate)[pick]),
+        (resampled[0][pick], resampled[1][pick]),
+        level,
+        seed,
+    )
+
+
+def difference_from_samples(
+    metric: str,
+    points: tuple[float, float],
+    samples: tuple[np.ndarray, np.ndarray],
+    level: float,
+    seed: int,
+) -> PairedDifference:
+    """candidate - baseline from both scores and their paired resamples (baseline first)."""
+    base_point, candidate_point = points
+    base_samples, candidate_samples = samples
+    n_resamples = len(base_samples)
     difference = candidate_samples - base_samples
     relative = None
     if base_point > 0:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios = np.where(base_samples > 0, difference / base_samples, np.nan)
         if not np.isnan(ratios).all():
-            relative = _interval((candidate_point - base_point) / base_point, ratios, level)
+            relative = percentile_interval((candidate_point - base_point) / base_point, ratios, level)
     return PairedDifference(
         metric=metric,
         baseline=base_point,
         candidate=candidate_point,
-        absolute=_interval(candidate_point - base_point, difference, level),
+        absolute=percentile_interval(candidate_point - base_point, difference, level),
         relative=relative,
         share_of_resamples_worse=float((difference < 0).mean()),
         n_resamples=n_resamples,

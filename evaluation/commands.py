@@ -62,8 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=LABELS",
         help="a dataset and the label set it is scored on, e.g. chexpert=chexpert14 or nih=nih9; repeat per dataset",
     )
-    report.add_argument("--id", required=True, metavar="NAME", help="the in-distribution dataset")
-    report.add_argument("--ood", metavar="NAME", help="the out-of-distribution dataset, if any")
+    report.add_argument(
+        "--id", required=True, action="append", metavar="NAME", help="an in-distribution dataset; repeat"
+    )
+    report.add_argument(
+        "--ood",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an out-of-distribution dataset, if any; repeat",
+    )
     report.add_argument(
         "--baseline",
         metavar="CHECKPOINT",
@@ -136,12 +144,18 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate the base model too (the default when no adapter is named)",
     )
     parser.add_argument(
-        "--id", metavar="NAME", help="the in-distribution dataset (default: the first --dataset)"
+        "--id",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an in-distribution dataset; repeat (default: the first --dataset not given as --ood)",
     )
     parser.add_argument(
         "--ood",
+        action="append",
         metavar="NAME",
-        help="the out-of-distribution dataset (default: the first other dataset scored on an NIH label set)",
+        help="an out-of-distribution dataset; repeat (default: the first other dataset scored on an NIH "
+        "label set, e.g. CheXpert and NIH side by side: --ood chexpert --ood nih)",
     )
     parser.add_argument(
         "--baseline",

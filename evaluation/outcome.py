@@ -38,8 +38,8 @@ class EvaluationTiming(BaseModel):
 class EvaluationOutcome(BaseModel):
     checkpoints: list[str]  # in the order they were asked for; "base" or "NAME:VERSION"
     datasets: dict[str, str]  # dataset -> label set it is scored on
-    in_distribution: str
-    out_of_distribution: str | None
+    in_distribution: list[str]
+    out_of_distribution: list[str]
     records: CheckpointRecords
     scores: dict[str, dict[str, LabelSetScores]]  # checkpoint -> dataset; failures predict no label
     baselines: dict[str, DatasetBaselines]  # dataset -> shortcut baselines
@@ -50,8 +50,8 @@ class EvaluationOutcome(BaseModel):
         cls,
         records: CheckpointRecords,
         datasets: dict[str, str],
-        in_distribution: str,
-        out_of_distribution: str | None,
+        in_distribution: list[str],
+        out_of_distribution: list[str],
         baselines: dict[str, DatasetBaselines],
         timing: EvaluationTiming,
     ) -> "EvaluationOutcome":
@@ -83,12 +83,12 @@ class EvaluationOutcome(BaseModel):
 
     def validation_point(self, step: int, checkpoint: str) -> ValidationPoint:
         """The checkpoint's ID and OOD macro-F1, for checkpoint selection and the OOD early warning."""
-        if self.out_of_distribution is None:
+        if not self.out_of_distribution:
             raise UserError("a validation point needs an out-of-distribution dataset")
         return ValidationPoint(
             step=step,
-            id_macro_f1=self.macro_f1(checkpoint, self.in_distribution),
-            ood_macro_f1=self.macro_f1(checkpoint, self.out_of_distribution),
+            id_macro_f1=self.macro_f1(checkpoint, self.in_distribution[0]),
+            ood_macro_f1=self.macro_f1(checkpoint, self.out_of_distribution[0]),
         )
 
     def report_config(self, **options: Any) -> ReportConfig:

@@ -1,6 +1,7 @@
-"""Several checkpoints on several datasets in one report: per-label F1 tables laid out like the
-paper's Tables 5 and 6, and a generalization summary (in- vs out-of-distribution macro-F1 per
-checkpoint, with the change from a baseline checkpoint and bootstrap intervals).
+"""Several checkpoints on any number of datasets in one report: per-label F1 tables laid out like
+the paper's Tables 5 and 6, and a generalization summary (mean macro-F1 over the in- and over the
+out-of-distribution sets per checkpoint, with the change from a baseline checkpoint and bootstrap
+intervals; see evaluation/generalization.py).
 
 `build_report` computes; `write_report` writes markdown, JSON, PNG charts and the predictions JSONL
 behind every number, each file atomically."""
@@ -8,20 +9,20 @@ behind every number, each file atomically."""
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from evaluation.baselines import DatasetBaselines
 from evaluation.bootstrap import (
-    ConfidenceInterval,
     F1Intervals,
     PairedDifference,
     bootstrap_f1,
     paired_bootstrap,
     paired_label_matrices,
 )
+from evaluation.generalization import GeneralizationRow, generalization_rows
 from evaluation.metrics import LabelSetScores, label_matrices, score_matrices
 from evaluation.records import CheckpointRecords, flatten_checkpoint_records, write_prediction_records
 from shared.atomic_files import write_atomically
@@ -33,8 +34,8 @@ class ReportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     datasets: dict[str, str]  # dataset name -> label set it is scored on, e.g. {"nih": "nih9"}
-    in_distribution: str  # the dataset the generalization summary calls in-distribution
-    out_of_distribution: str | None = None
+    in_distribution: list[str]  # the datasets the generalization summary calls in-distribution
+    out_of_distribution: list[str] = []
     baseline_checkpoint: str | None = None  # changes are relative to it; None: the first checkpoint
     n_resamples: Annotated[int, Field(ge=1)] = 1000
     seed: int = 0
@@ -53,14 +54,24 @@ class ReportConfig(BaseModel):
                 )
         return datasets
 
+    @field_validator("in_distribution", "out_of_distribution", mode="before")
+    @classmethod
+    def _one_or_many(cls, names: Any) -> Any:
+        if names is None:
+            return []
+        return [names] if isinstance(names, str) else names
+
     @model_validator(mode="after")
     def _roles_are_datasets(self) -> "ReportConfig":
         for role in ("in_distribution", "out_of_distribution"):
-            dataset = getattr(self, role)
-            if dataset is not None and dataset not in self.datasets:
-                raise ValueError(f"{role}: {dataset!r} is not one of the datasets {sorted(self.datasets)}")
-        if self.in_distribution == self.out_of_distribution:
-            raise ValueError(f"in_distribution and out_of_distribution are both {self.in_distribution!r}")
+            for dataset in getattr(self, role):
+                if dataset not in self.datasets:
+                    raise ValueError(
+                        f"{role}: {dataset!r} is not one of the datasets {sorted(self.datasets)}"
+                    )
+        both = sorted(set(self.in_distribution) & set(self.out_of_distribution))
+        if both:
+            raise ValueError(f"in_distribution and out_of_distribution are both {both[0]!r}")
         return self
 
 
@@ -68,14 +79,6 @@ class DatasetResult(BaseModel):
     scores: LabelSetScores
     intervals: F1Intervals
     versus_baseline: PairedDifference | None  # macro-F1 change from the baseline checkpoint
-
-
-class GeneralizationRow(BaseModel):
-    checkpoint: str
-    in_distribution: ConfidenceInterval | None  # macro-F1
-    out_of_distribution: ConfidenceInterval | None
-    in_distribution_change: PairedDifference | None
-    out_of_distribution_change: PairedDifference | None
 
 
 class EvaluationReport(BaseModel):
@@ -131,9 +134,7 @@ def build_report(
     results: dict[str, dict[str, DatasetResult]] = {checkpoint: {} for checkpoint in checkpoints}
     for checkpoint, dataset in tqdm(pairs, desc="scoring", unit="set", leave=False):
         results[checkpoint][dataset] = _dataset_result(records, checkpoint, dataset, baseline, config)
-    generalization = [
-        _generalization_row(results[checkpoint], checkpoint, config) for checkpoint in checkpoints
-    ]
+    generalization = generalization_rows(records, config, baseline)
     return EvaluationReport(
         config=config,
         baseline_checkpoint=baseline,
@@ -165,20 +166,6 @@ def _dataset_result(
         scores=scores,
         intervals=bootstrap_f1(matrices, config.n_resamples, config.seed, config.level),
         versus_baseline=versus_baseline,
-    )
-
-
-def _generalization_row(
-    results: dict[str, DatasetResult], checkpoint: str, config: ReportConfig
-) -> GeneralizationRow:
-    id_result = results.get(config.in_distribution)
-    ood_result = results.get(config.out_of_distribution) if config.out_of_distribution else None
-    return GeneralizationRow(
-        checkpoint=checkpoint,
-        in_distribution=id_result.intervals.macro_f1 if id_result else None,
-        out_of_distribution=ood_result.intervals.macro_f1 if ood_result else None,
-        in_distribution_change=id_result.versus_baseline if id_result else None,
-        out_of_distribution_change=ood_result.versus_baseline if ood_result else None,
     )
 
 

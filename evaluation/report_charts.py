@@ -39,9 +39,8 @@ def plot_per_label_f1(report: EvaluationReport, dataset: str) -> bytes:
 
 def plot_generalization(report: EvaluationReport) -> bytes:
     config = report.config
-    roles = [(config.in_distribution, "in distribution")]
-    if config.out_of_distribution:
-        roles.append((config.out_of_distribution, "out of distribution"))
+    roles = [(name, "in distribution") for name in config.in_distribution]
+    roles += [(name, "out of distribution") for name in config.out_of_distribution]
     positions = np.arange(len(report.checkpoints))
     width = 0.8 / len(roles)
     figure, axes = plt.subplots(figsize=(max(5.0, 1.2 * len(report.checkpoints)), 4.0))

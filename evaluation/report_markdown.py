@@ -1,5 +1,7 @@
 """The report as markdown: a generalization summary, then one table per dataset with rows = labels
-plus the averages and columns = checkpoints (the paper's Tables 5 and 6), best per row in bold."""
+plus the averages and columns = checkpoints, best per row in bold: the layout of the paper's Tables
+5 (CheXpert, 14 labels) and 6 (NIH, 9 categories), whose rows list the labels alphabetically
+("Atelectasis, Cardiomegaly, Consolidation, Edema, ...") before the overall macro average."""
 
 from collections.abc import Callable, Sequence
 
@@ -53,15 +55,14 @@ def _dataset_section(report: EvaluationReport, dataset: str) -> list[str]:
     if not checkpoints:
         return []
     results = [report.result(c, dataset) for c in checkpoints]
-    role = {config.in_distribution: "in distribution", config.out_of_distribution: "out of distribution"}
-    heading = f"## {dataset} ({config.datasets[dataset]}, {role.get(dataset, 'other')})"
+    heading = f"## {dataset} ({config.datasets[dataset]}, {_role(report, dataset)})"
     lines = [
         heading,
         "",
         "| Label | " + " | ".join(checkpoints) + " |",
         "|---" * (len(checkpoints) + 1) + "|",
     ]
-    for label in results[0].scores.labels:
+    for label in sorted(results[0].scores.labels):  # the paper's row order
         label_scores = [result.scores.per_label[label] for result in results]
         notes = [FLAG if score.flagged else "" for score in label_scores]
         lines.append(_table_row(label, [score.f1 for score in label_scores], max, notes))
@@ -86,6 +87,47 @@ def _dataset_section(report: EvaluationReport, dataset: str) -> list[str]:
         )
     lines.append("")
     return lines + _baselines_section(report, dataset)
+
+
+def _role(report: EvaluationReport, dataset: str) -> str:
+    if dataset in report.config.in_distribution:
+        return "in distribution"
+    return "out of distribution" if dataset in report.config.out_of_distribution else "other"
+
+
+def generalization_lines(report: EvaluationReport) -> list[str]:
+    """Per checkpoint: each set's macro-F1 [CI] tagged ID or OOD, the mean over each role when it
+    has more than one set, and each role's change from the baseline checkpoint."""
+    config = report.config
+    baseline = report.baseline_checkpoint
+    columns = [(name, "ID") for name in config.in_distribution] + [
+        (name, "OOD") for name in config.out_of_distribution
+    ]
+    header = ["Checkpoint"] + [f"{name} ({tag})" for name, tag in columns]
+    if len(config.in_distribution) > 1:
+        header.append("ID mean")
+    if len(config.out_of_distribution) > 1:
+        header.append("OOD mean")
+    header += [f"ID change vs {baseline}", f"OOD change vs {baseline}"]
+    lines = [
+        "Macro-F1 per set (ID: in distribution, OOD: out of distribution); a change is that of the "
+        "mean over the role's sets.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for row in report.generalization:
+        cells = [row.checkpoint]
+        for name, _ in columns:
+            result = report.result(row.checkpoint, name)
+            cells.append(_interval(result.intervals.macro_f1 if result else None))
+        if len(config.in_distribution) > 1:
+            cells.append(_interval(row.in_distribution))
+        if len(config.out_of_distribution) > 1:
+            cells.append(_interval(row.out_of_distribution))
+        cells += [_change(row.in_distribution_change), _change(row.out_of_distribution_change)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _cell(text: str) -> str:
@@ -181,21 +223,7 @@ def render_markdown(report: EvaluationReport, chart_files: Sequence[str] = ()) -
         "Best value per row in bold. Every number can be recomputed from `predictions.jsonl` with `cxr-rl score`.",
         "",
     ]
-    ood = config.out_of_distribution
-    id_name, ood_name = config.in_distribution, ood or MISSING
-    lines += [
-        "## Generalization",
-        "",
-        f"| Checkpoint | ID macro-F1 ({id_name}) | OOD macro-F1 ({ood_name}) "
-        f"| ID change vs {report.baseline_checkpoint} | OOD change vs {report.baseline_checkpoint} |",
-        "|---|---|---|---|---|",
-    ]
-    for row in report.generalization:
-        lines.append(
-            f"| {row.checkpoint} | {_interval(row.in_distribution)} | {_interval(row.out_of_distribution)} "
-            f"| {_change(row.in_distribution_change)} | {_change(row.out_of_distribution_change)} |"
-        )
-    lines.append("")
+    lines += ["## Generalization", ""] + generalization_lines(report)
     for dataset in config.datasets:
         lines += _dataset_section(report, dataset)
     if chart_files:

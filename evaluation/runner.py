@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from evaluation.baselines import BlankImageAnswer, dataset_baselines, training_prevalence
@@ -67,13 +67,18 @@ class EvalSettings(BaseModel):
     parser: ParserConfig = ParserConfig()
     batch_size: int = Field(8, ge=1)  # images per request
     concurrency: int = Field(4, ge=1)  # requests in flight
-    in_distribution: str | None = None  # default: the first dataset
+    in_distribution: list[str] = []  # default: the first dataset not named out of distribution
     # Default: the first other dataset scored on an NIH label set, if any.
-    out_of_distribution: str | None = None
+    out_of_distribution: list[str] | None = None
     train_manifest: Path | None = None  # prevalence baselines' labels; None: the ID set's own
     baseline_seed: int = 0  # of the sampled prevalence baseline
     timeout_s: float = Field(600.0, gt=0.0)  # per request, when given a URL
     progress: bool = True
+
+    @field_validator("in_distribution", "out_of_distribution", mode="before")
+    @classmethod
+    def _one_or_many(cls, names: Any) -> Any:
+        return [names] if isinstance(names, str) else names
 
 
 Checkpoint = AdapterSelector | None  # None (or a selector without a name): the base model
@@ -292,19 +297,22 @@ def _answer_blank(
     )
 
 
-def _roles(datasets: Mapping[str, LoadedDataset], settings: EvalSettings) -> tuple[str, str | None]:
+def _roles(datasets: Mapping[str, LoadedDataset], settings: EvalSettings) -> tuple[list[str], list[str]]:
     names = list(datasets)
-    in_distribution = settings.in_distribution or names[0]
+    named_ood = settings.out_of_distribution or []
+    in_distribution = settings.in_distribution or [name for name in names if name not in named_ood][:1]
     out_of_distribution = settings.out_of_distribution
     if out_of_distribution is None:
-        nih = [n for n in names if n != in_distribution and datasets[n].label_set.startswith("nih")]
-        out_of_distribution = nih[0] if nih else None
-    for role, name in (("in-distribution", in_distribution), ("out-of-distribution", out_of_distribution)):
-        if name is not None and name not in datasets:
-            raise UserError(f"{role} dataset {name!r} is not one of the datasets {names}")
-    if in_distribution == out_of_distribution:
-        raise UserError(f"{in_distribution!r} cannot be both the in- and the out-of-distribution dataset")
-    return in_distribution, out_of_distribution
+        nih = [n for n in names if n not in in_distribution and datasets[n].label_set.startswith("nih")]
+        out_of_distribution = nih[:1]
+    for role, chosen in (("in-distribution", in_distribution), ("out-of-distribution", out_of_distribution)):
+        for name in chosen:
+            if name not in datasets:
+                raise UserError(f"{role} dataset {name!r} is not one of the datasets {names}")
+    both = sorted(set(in_distribution) & set(out_of_distribution))
+    if both:
+        raise UserError(f"{both[0]!r} cannot be both an in- and an out-of-distribution dataset")
+    return list(in_distribution), list(out_of_distribution)
 
 
 def _prevalence(settings: EvalSettings, id_dataset: LoadedDataset) -> tuple[dict[str, float], str]:
@@ -358,7 +366,7 @@ def evaluate_checkpoints(
         raise UserError("name at least one dataset to evaluate")
     loaded = {name: load_dataset(name, spec) for name, spec in datasets.items()}
     in_distribution, out_of_distribution = _roles(loaded, settings)
-    prevalence, prevalence_source = _prevalence(settings, loaded[in_distribution])
+    prevalence, prevalence_source = _prevalence(settings, loaded[(in_distribution or list(loaded))[0]])
     sizes = {name: typical_image_size(dataset.image_paths) for name, dataset in loaded.items()}
     client = (
         RolloutClient(client_or_url, token, settings.timeout_s)

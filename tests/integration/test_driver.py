@@ -1,7 +1,12 @@
 """The main job as users run it: `ray start --head`, then the driver on the embedded default (tiny
 MedGemma-architecture model, phantom X-rays, CPU) with small step counts. During the run the test
 kills the reward worker, then a rollout replica; the run must still finish with every step scored
-once, and say in its log what was restarted."""
+once, and say in its log what was restarted.
+
+The run uses a prompt format of the user's own (labels only, no rationale) from a formats file: SFT,
+the rollout server, the GRPO trainer (whose prompt tokens must match the server's) and evaluation
+all read it. Selection sets and report sets stay apart: every evaluation scores the same subsets,
+and the final report scores the phantom report sets only (one ID, two OOD)."""
 
 import contextlib
 import json
@@ -27,13 +32,13 @@ STEPS = 5
 CONFIG = {
     "name": "e2e",
     "model": "embedded:tiny-medgemma",
-    "data": {"phantoms": {"n": 48, "seed": 1}, "sft_format": "only_label"},
+    "data": {"phantoms": {"n": 48, "seed": 1}, "sft_format": "labels_first"},
     "sft": {
         "training": {"learning_rate": 5e-3, "epochs": 1, "max_steps": 4, "gradient_accumulation_steps": 2},
         "gradient_checkpointing": False,
     },
     "grpo": {
-        "prompt_format": "only_label",
+        "prompt_format": "labels_first",
         "batch_size": 2,
         "max_steps": STEPS,
         "sampling": {"group_size": 4, "max_tokens": 32},
@@ -44,6 +49,11 @@ CONFIG = {
     "rollout": {"engine": {"max_model_len": 2048}, "placement": {"num_cpus": 0.5}},
     "evaluation": {"every": 2, "max_images": 4, "max_tokens": 32},
 }
+
+
+USER_FORMATS = (
+    "labels_first:\n  instruction: Name the findings as labels, nothing else.\n  rationale: false\n"
+)
 
 
 class RayHead:
@@ -118,7 +128,10 @@ def grpo_steps(run_dir: Path) -> list[dict]:
 def driver_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "e2e"
     config_path = run_dir.parent / "e2e.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "run_dir": str(run_dir)}))
+    formats = run_dir.parent / "formats.yaml"
+    formats.write_text(USER_FORMATS)
+    data = {**CONFIG["data"], "prompt_formats_file": str(formats)}
+    config_path.write_text(yaml.safe_dump({**CONFIG, "data": data, "run_dir": str(run_dir)}))
     head = RayHead()
     log = (run_dir.parent / "driver.out").open("w")
     try:
@@ -163,6 +176,21 @@ def test_run_folder_holds_the_whole_run(driver_run):
     assert len(predictions) >= 8  # 4 validation + 4 OOD images per checkpoint at least
     points = [json.loads(line) for line in (run_dir / "evaluation" / "points.jsonl").read_text().splitlines()]
     assert [point["step"] for point in points] == [0, 2, 4, 5]
+    for key in ("id_subset", "ood_subset"):  # the same images at every evaluation
+        assert len({point[key] for point in points}) == 1, key
+    assert all(point["id_ci"][0] <= point["id_macro_f1"] <= point["id_ci"][1] for point in points)
+    assert report["config"]["datasets"] == {"mimic": "chexpert14", "chexpert": "chexpert14", "nih": "nih9"}
+    assert (report["config"]["in_distribution"], report["config"]["out_of_distribution"]) == (
+        ["mimic"],
+        ["chexpert", "nih"],
+    )
+    assert {json.loads(line)["dataset"] for line in predictions} == {"mimic", "chexpert", "nih"}
+    summary_json = json.loads((run_dir / "summary.json").read_text())
+    for key in ("skill_over_baseline", "skill_over_baseline_ci", "distinct_answer_sets", "wall_s"):
+        assert key in summary_json
+    assert [point["step"] for point in summary_json["validation"]] == [0, 2, 4, 5]
+    assert set(summary_json["validation"][0]) == {"step", "id_macro_f1", "id_ci", "ood_macro_f1", "ood_ci"}
+    assert json.loads((run_dir / "run_config.json").read_text())["grpo"]["prompt_format"] == "labels_first"
     summary = (run_dir / "summary.md").read_text()
     for heading in (
         "## Final GRPO step",

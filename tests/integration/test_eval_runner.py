@@ -109,7 +109,7 @@ def test_report_lays_out_every_checkpoint_and_dataset(evaluation):
     report = read_report(out / "report.json")
     assert report.checkpoints == CHECKPOINTS
     assert report.config.datasets == {"mimic": "chexpert14", "nih": "nih9"}  # inferred from the sources
-    assert (report.config.in_distribution, report.config.out_of_distribution) == ("mimic", "nih")
+    assert (report.config.in_distribution, report.config.out_of_distribution) == (["mimic"], ["nih"])
     assert report.baseline_checkpoint == "base" and report.config.n_resamples == 200
     for dataset in ("mimic", "nih"):
         assert report.result("base", dataset).versus_baseline is None
@@ -254,7 +254,7 @@ def test_library_call_gives_the_cli_answers(rollout_server, evaluation, eval_set
         rollout_server.url, small, [None, AdapterSelector(name="eval-b")], settings, token=API_TOKEN
     )
     assert outcome.checkpoints == ["base", "eval-b:0"]
-    assert (outcome.in_distribution, outcome.out_of_distribution) == ("mimic", "nih")
+    assert (outcome.in_distribution, outcome.out_of_distribution) == (["mimic"], ["nih"])
     point = outcome.validation_point(step=7, checkpoint="eval-b:0")
     assert (point.id_macro_f1, point.ood_macro_f1) == (
         outcome.scores["eval-b:0"]["mimic"].macro_f1,

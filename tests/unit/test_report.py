@@ -157,7 +157,8 @@ def test_report_with_one_dataset_and_chosen_baseline(records):
     assert rows["sft"].in_distribution_change is None
     assert rows["base"].in_distribution_change.absolute.estimate < 0
     assert rows["grpo"].out_of_distribution is None
-    assert "OOD macro-F1 (–)" in render_markdown(report)
+    summary = render_markdown(report).split("## Generalization")[1].split("\n## ")[0]
+    assert "nih (ID)" in summary and "(OOD)" not in summary
 
 
 def test_report_input_errors_name_the_problem(records):
