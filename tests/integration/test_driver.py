@@ -1,7 +1,8 @@
 """The main job as users run it: `ray start --head`, then the driver on the embedded default (tiny
 MedGemma-architecture model, phantom X-rays, CPU) with small step counts. During the run the test
-kills the reward worker, then a rollout replica; the run must still finish with every step scored
-once, and say in its log what was restarted.
+kills the reward worker and the rollout replica's vLLM engine process (not its actor), then the
+replica's actor; the run must still finish with every step scored once, and say in its log what was
+restarted. Each kill lands while the run is held inside a step (tests/integration/held_reward.py).
 
 The run uses a prompt format of the user's own (labels only, no rationale) from a formats file: SFT,
 the rollout server, the GRPO trainer (whose prompt tokens must match the server's) and evaluation
@@ -23,11 +24,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.processes import engine_processes, wait_until
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
 STEPS = 5
+HELD_REWARD = "tests.integration.held_reward:HeldReward"  # the hard reward, held at a step on request
 
 CONFIG = {
     "name": "e2e",
@@ -82,6 +85,13 @@ class RayHead:
             time.sleep(2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
+    def raylet_pid(self) -> int:
+        """The head node's raylet: every worker process (actors, their vLLM engines) is below it."""
+        (pid,) = [
+            pid for pid in self._pids() if b"raylet/raylet" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        return pid
+
     def _pids(self) -> list[int]:
         pids = []
         for entry in Path("/proc").iterdir():
@@ -131,37 +141,55 @@ def driver_run(tmp_path_factory):
     formats = run_dir.parent / "formats.yaml"
     formats.write_text(USER_FORMATS)
     data = {**CONFIG["data"], "prompt_formats_file": str(formats)}
-    config_path.write_text(yaml.safe_dump({**CONFIG, "data": data, "run_dir": str(run_dir)}))
+    hold = run_dir.parent / "hold"
+    hold.write_text("2")  # the run waits in GRPO step 2's scoring until the test lets it go on
+    reward = {"spec": HELD_REWARD, "config": {**CONFIG["reward"]["config"], "hold_file": str(hold)}}
+    config_path.write_text(
+        yaml.safe_dump({**CONFIG, "data": data, "run_dir": str(run_dir), "reward": reward})
+    )
     head = RayHead()
     log = (run_dir.parent / "driver.out").open("w")
+    driver = None
     try:
         driver = subprocess.Popen(
             [sys.executable, "-m", "deploy.driver", "--config", str(config_path), "--address", head.address],
             cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=head.env,
         )  # fmt: skip
-        kills = []
-        deadline = time.monotonic() + 1500
-        while driver.poll() is None and time.monotonic() < deadline:
-            done = len(grpo_steps(run_dir))
-            if done >= 1 and "reward worker" not in kills:
-                ray_call(head, "target = ray.get(ray.get_actor('reward-router').current.remote())\n"
-                         "ray.kill(target.actor, no_restart=False)")  # fmt: skip
-                kills.append("reward worker")
-            if done >= 3 and "rollout replica" not in kills:
-                ray_call(head, "ray.kill(ray.get_actor('e2e-rollout-0'), no_restart=False)")
-                kills.append("rollout replica")
-            time.sleep(1)
+        kills, engines = [], []
+
+        def steps_done(count: int) -> bool:
+            return driver.poll() is not None or len(grpo_steps(run_dir)) >= count
+
+        # Each fault lands while the run waits inside a step's scoring (HeldReward), however slow
+        # the machine: the reward worker and the replica's engine process in step 2, the replica
+        # (its actor) in step 4.
+        wait_until(lambda: steps_done(1), "GRPO step 1", 1200)
         if driver.poll() is None:
-            driver.kill()
-        driver.wait(60)
-        yield run_dir, driver.returncode, kills, (run_dir.parent / "driver.out").read_text()
+            ray_call(head, "target = ray.get(ray.get_actor('reward-router').current.remote())\n"
+                     "ray.kill(target.actor, no_restart=False)")  # fmt: skip
+            kills.append("reward worker")
+            engines.append(engine_processes(head.raylet_pid())[0].pid)
+            os.kill(engines[0], signal.SIGKILL)  # the engine core, not the actor around it
+            kills.append("engine process")
+            hold.write_text("4")
+        wait_until(lambda: steps_done(3), "GRPO step 3", 1200)
+        if driver.poll() is None:
+            engines.append(engine_processes(head.raylet_pid())[0].pid)  # the restarted replica's
+            ray_call(head, "ray.kill(ray.get_actor('e2e-rollout-0'), no_restart=False)")
+            kills.append("rollout replica")
+            hold.unlink()
+        wait_until(lambda: driver.poll() is not None, "the run to finish", 1200)
+        yield run_dir, driver.returncode, kills, (run_dir.parent / "driver.out").read_text(), engines
     finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.wait(60)
         log.close()
         head.stop()
 
 
 def test_run_folder_holds_the_whole_run(driver_run):
-    run_dir, returncode, _, output = driver_run
+    run_dir, returncode, _, output, _ = driver_run
     assert returncode == 0, output[-3000:]
     steps = grpo_steps(run_dir)
     assert [entry["step"] for entry in steps] == list(range(1, STEPS + 1))  # every step, once
@@ -203,10 +231,11 @@ def test_run_folder_holds_the_whole_run(driver_run):
     assert (run_dir / "grpo" / "checkpoints" / "latest").read_text().strip() == f"step-{STEPS:06d}"
 
 
-def test_killed_reward_worker_and_replica_are_restarted_and_logged(driver_run):
-    run_dir, returncode, kills, output = driver_run
+def test_killed_reward_worker_engine_and_replica_are_restarted_and_logged(driver_run):
+    run_dir, returncode, kills, output, engines = driver_run
     assert returncode == 0, output[-3000:]
-    assert kills == ["reward worker", "rollout replica"]
+    assert kills == ["reward worker", "engine process", "rollout replica"]
+    assert len(set(engines)) == 2  # the replica whose engine died came back with an engine of its own
     log = (run_dir / "driver.log").read_text()
     assert "reward worker changed" in log and "pid" in log
     assert "rollout replica 0 restarted" in log
