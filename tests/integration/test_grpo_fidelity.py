@@ -86,7 +86,7 @@ def test_the_trainer_recomputes_logprobs_with_the_servers_image_mask(
         f"logprob agreement: server's mask {follows['logprob_diff_max']:.2e}, other {forced['logprob_diff_max']:.2e}"
     )
     assert follows["logprob_diff_max"] < AGREEMENT  # the default loss is tempered: compared raw
-    assert forced["logprob_diff_max"] > 10 * AGREEMENT
+    assert forced["logprob_diff_max"] > 5 * AGREEMENT
 
 
 def test_two_updates_per_batch_keep_the_cosine_schedule_on_grpo_steps(
