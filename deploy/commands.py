@@ -47,10 +47,12 @@ def add_plan_memory_parser(subcommands: argparse._SubParsersAction) -> None:
         "plan-memory",
         help="itemise the GPU memory a run config needs and refuse one that does not fit",
         description=(
-            "Budget one GPU shared by the rollout server (vLLM) and the trainer: base weights, LoRA slots, KV "
-            "cache, activation peaks (GRPO step and SFT step), CUDA context and margins, each against its "
-            "share (vLLM: rollout.engine.gpu_memory_utilization x GPU memory; trainer: the rest). Prints a "
-            "table and, last, one JSON line of totals; exits 1 with the numbers when a process does not fit."
+            "Budget the GPU of a run config's gpu: section, shared by the rollout server (vLLM) and the trainer: "
+            "base weights, LoRA slots, KV cache, activation peaks (GRPO step and SFT step), CUDA context and "
+            "margins, each against its share (vLLM: gpu.rollout_share x GPU memory; trainer: the rest, as its "
+            "memory cap). Prints a table, the numbers the run derives from the budget (vLLM's "
+            "gpu_memory_utilization, Ray's GPU fractions, the trainer's cap) and, last, one JSON line of totals; "
+            "exits 1 with the numbers when a process does not fit."
         ),
     )
     plan.add_argument(
@@ -60,8 +62,8 @@ def add_plan_memory_parser(subcommands: argparse._SubParsersAction) -> None:
     )
     plan.add_argument(
         "--gpu",
-        default="a100-80gb",
-        help="the GPU: a100-80gb (default), a100-40gb, h100-80gb, h200-141gb, l40s-48gb or a10g-24gb",
+        help="plan the config on another GPU than its gpu.kind: a100-80gb, a100-40gb, h100-80gb, h200-141gb, "
+        "l40s-48gb or a10g-24gb",
     )
     plan.add_argument(
         "--arch",

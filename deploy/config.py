@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from deploy.memory_split import GpuSettings, GpuSplit, gpu_split, refuse_derived_keys
 from rollout_server.config import EngineConfig, EngineSettings
 from shared.config import StrictModel
 from trainer.grpo_config import GrpoConfig, GrpoSettings, RewardSettings
@@ -86,7 +87,11 @@ class PlacementSettings(StrictModel):
     num_cpus: float = Field(
         0.5, ge=0.0, description="Ray's logical CPUs; small so the demo fits `--num-cpus=2`"
     )
-    num_gpus: float = Field(0.0, ge=0.0, description="a fraction on one shared GPU (memory partitioning)")
+    resources: dict[str, float] = Field(
+        {},
+        description="custom Ray resources the actor needs, to steer it onto the nodes that declare them "
+        "(`ray start --resources`); GPUs come from the gpu: section",
+    )
 
 
 class RolloutSettings(StrictModel):
@@ -139,9 +144,31 @@ class RunConfig(StrictModel):
     namespace: str = Field(
         "cxr-rl", description="Ray namespace: `cxr-rl reward swap --namespace` finds the run here"
     )
+    gpu: GpuSettings | None = Field(
+        None,
+        description="the GPU budget, one owner for vLLM's share, Ray's GPU fractions and the trainer's "
+        "memory cap (see `cxr-rl plan-memory`); null: everything on CPUs",
+    )
+    placement_timeout_s: float = Field(
+        600.0, gt=0.0, description="how long to wait for Ray to place each actor before failing"
+    )
+
+    _derived_gpu_keys = model_validator(mode="before")(refuse_derived_keys)
+
+    @model_validator(mode="after")
+    def _gpu_budget_leaves_room(self) -> "RunConfig":
+        self.gpu_split()  # raises ValueError naming the keys when the replicas leave the trainer nothing
+        return self
+
+    def gpu_split(self) -> GpuSplit | None:
+        return None if self.gpu is None else gpu_split(self.gpu, self.rollout.replicas)
 
     def engine_config(self, model: str) -> EngineConfig:
-        return EngineConfig.model_validate({**self.rollout.engine.model_dump(), "model": model})
+        engine = self.rollout.engine.model_dump()
+        split = self.gpu_split()
+        if split is not None:
+            engine["gpu_memory_utilization"] = split.vllm_memory_utilization
+        return EngineConfig.model_validate({**engine, "model": model})
 
     def sft_config(self, model: str, train_manifest: Path, out: Path) -> SftConfig:
         if self.sft is None:

@@ -190,15 +190,24 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
     timings: dict[str, float] = {}
     started = time.perf_counter()
     inputs = prepare_inputs(config, run_dir)
+    if config.gpu is not None:  # the split the run is about to use must fit, or nothing starts
+        from deploy.memory_plan import require_fit
+
+        for line in require_fit(config, inputs.model).split.describe():
+            log.info("GPU budget: %s", line)
     timings["prepare_s"] = time.perf_counter() - started
     with Placement.connect(config, inputs.model, address) as placement:
+        # The trainer first: placing it is cheap (no model yet), a cluster without its resources
+        # fails at once, and its CUDA context exists before vLLM measures free memory.
+        placement.start_trainer()
         placement.start_replicas()  # engines load while SFT runs (CPU)
-        if config.rollout.placement.num_gpus > 0:
+        if config.gpu is not None:
             # vLLM sizes its KV cache from the free GPU memory it measures at start-up; a trainer
             # loading weights meanwhile would be counted as vLLM's own. Let the engines settle first.
             placement.replica_urls()
+        (run_dir / "placement.json").write_text(json.dumps(placement.nodes, indent=2))
+        log.info("placed on Ray nodes: %s", placement.nodes)
         placement.start_reward_router()
-        placement.start_trainer()
         sft_adapter = None
         if config.sft is not None:
             phase = time.perf_counter()
@@ -241,6 +250,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, overrides)  # the whole config is checked before any work
     if args.check:
         print("\n".join(describe_config(config)))
+        split = config.gpu_split()
+        if split is not None:
+            print("\n".join(f"# from gpu: {line}" for line in split.describe()))
         return 0
     with StopSignals() as stop:
         try:

@@ -4,14 +4,24 @@ the trainer's autograd keeps, each from a model's widths. Pure arithmetic, no to
 The trainer's per-layer figure was derived op by op from transformers' Gemma 3 and Qwen2.5-VL
 decoder layers with a PEFT LoRA and checked against what autograd actually saves (a test counts
 the saved tensors of real-width layers); see `decoder_layer_saved_bytes_per_token`.
+
+Every constant of the plan that no formula gives lives here, in one of two groups: read from the
+code of vLLM, PyTorch or our trainer (and checked on the CPU where a test can), or an unmeasured
+assumption. `UNMEASURED` names the second group; `benchmarks/gpu_memory.py` measures the trainer's
+(context, fragmentation, activation peaks) on a GPU, nothing here has measured vLLM's yet.
 """
 
 from deploy.architectures import TextShape, VisionShape
 from trainer.lora import LoraSettings
 
 GIB = 1024**3
-VLLM_BLOCK_SIZE = 16  # tokens per KV block (vLLM's default on CUDA)
 FP32 = 4
+
+# ---- Read from the code (vLLM 0.32, PyTorch, trainer/logprobs.py, trainer/sft.py) --------------------
+VLLM_BLOCK_SIZE = 16  # tokens per KV block (vLLM's default on CUDA)
+# vLLM's token budget per step with chunked prefill on (the default for AsyncLLM's usage context);
+# the profiling run pushes this many tokens, and as many images as it holds, through the model.
+VLLM_DEFAULT_BATCHED_TOKENS = 2048
 # autograd keeps dropout's mask: a bool per element from CUDA's fused kernel (a float on CPU)
 CUDA_DROPOUT_MASK_BYTES = 1
 # Bytes per logit while the trainer turns logits into token log-probabilities (trainer/logprobs.py):
@@ -21,12 +31,36 @@ CUDA_DROPOUT_MASK_BYTES = 1
 GRPO_POLICY_BYTES_PER_LOGIT = 20
 REFERENCE_BYTES_PER_LOGIT = 10  # no grad: bf16 logits, fp32 copy, fp32 log-softmax
 SFT_BYTES_PER_LOGIT = 16  # cross-entropy: saved log-softmax, its gradient, a temporary and the result
-# One checkpointed layer's backward holds its recomputed activations plus the gradients flowing
-# through them; the largest gradients (MLP-wide) add about half again.
-RECOMPUTE_BACKWARD_FACTOR = 1.5
 # vLLM's sampler on its profiling batch: fp32 logits, probabilities, the top-p sort (values and
 # int64 indices) and the log-probabilities we ask for, per vocabulary entry and sequence.
 SAMPLER_BYTES_PER_LOGIT = 24
+
+# ---- Unmeasured assumptions (no GPU run has checked these yet) -------------------------------------
+# vLLM snapshots free memory after creating its CUDA context, so the context lies outside its share.
+VLLM_CUDA_CONTEXT_GIB = 0.6
+# Inside vLLM's share, outside torch: cuBLAS workspaces, attention metadata, lazily loaded kernels
+# (start-up logs quoted in vLLM's issues report 0.15-0.35 GiB of "non_torch_memory").
+VLLM_NON_TORCH_GIB = 0.4
+# CUDA graphs (when enforce_eager is off): vLLM measures them at start-up and takes them from the KV
+# cache; with LoRA it captures each batch size twice (with and without adapters).
+VLLM_CUDA_GRAPHS_GIB = 1.0
+# The trainer's CUDA context plus cuBLAS/cuDNN workspaces and the kernels PyTorch loads; outside
+# the caching allocator, so outside the trainer's cap (torch.cuda.set_per_process_memory_fraction).
+TRAINER_CUDA_CONTEXT_GIB = 0.8
+# PyTorch's caching allocator rounds blocks and fragments as sequence lengths change every step
+# (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True keeps this lower).
+TRAINER_FRAGMENTATION = 0.10
+# One checkpointed layer's backward holds its recomputed activations plus the gradients flowing
+# through them; the largest gradients (MLP-wide) add about half again.
+RECOMPUTE_BACKWARD_FACTOR = 1.5
+UNMEASURED = (
+    "VLLM_CUDA_CONTEXT_GIB",
+    "VLLM_NON_TORCH_GIB",
+    "VLLM_CUDA_GRAPHS_GIB",
+    "TRAINER_CUDA_CONTEXT_GIB",
+    "TRAINER_FRAGMENTATION",
+    "RECOMPUTE_BACKWARD_FACTOR",
+)
 
 
 def cdiv(a: int, b: int) -> int:

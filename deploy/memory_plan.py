@@ -1,11 +1,12 @@
 """The GPU memory budget of a run: what the rollout server (vLLM) and the trainer each need, item by
 item, against the share each gets of one GPU (`cxr-rl plan-memory`).
 
-On one GPU the two processes partition memory: vLLM takes `gpu_memory_utilization` x the GPU's
-memory (its KV cache fills whatever its own items leave of that share), the trainer lives in the
-rest. The formulas are in `deploy.memory_estimates`, each process's items in `deploy.memory_rollout`
-and `deploy.memory_trainer` (with the constants no formula gives, each with its reason). The planner
-never reads the manifests: paths in the config are only validated.
+The shares come from the run config's `gpu:` section through `deploy.memory_split`, the same
+numbers the run uses: vLLM takes `gpu_memory_utilization` x the GPU's memory (its KV cache fills
+whatever its own items leave of that share), the trainer is capped to the rest. The formulas are in
+`deploy.memory_estimates` (with the constants no formula gives, and which of them are unmeasured
+assumptions), each process's items in `deploy.memory_rollout` and `deploy.memory_trainer`. The
+planner never reads the manifests: paths in the config are only validated.
 """
 
 import math
@@ -16,7 +17,9 @@ from typing import Any
 from deploy.architectures import ModelShape, model_shape, resolve_model_config
 from deploy.config import RunConfig
 from deploy.memory_budget import MemoryItem, ProcessBudget
-from deploy.memory_rollout import VLLM_CUDA_CONTEXT_GIB, rollout_budget
+from deploy.memory_estimates import VLLM_CUDA_CONTEXT_GIB
+from deploy.memory_rollout import rollout_budget
+from deploy.memory_split import GPU_MEMORY_GIB, GpuSettings, GpuSplit, gpu_split
 from deploy.memory_trainer import grpo_trainer_budget, sft_trainer_budget
 from rollout_server.config import EngineConfig
 from shared.errors import UserError
@@ -24,15 +27,7 @@ from shared.prompts import BUILTIN_FORMATS
 from trainer.grpo_config import GrpoConfig
 from trainer.sft_config import SftConfig
 
-# Memory each GPU reports as its total (torch.cuda.mem_get_info), a little under the name's GB.
-GPU_MEMORY_GIB = {
-    "a100-80gb": 79.2,
-    "a100-40gb": 39.4,
-    "h100-80gb": 79.2,
-    "h200-141gb": 139.8,
-    "l40s-48gb": 44.4,
-    "a10g-24gb": 22.0,
-}
+__all__ = ["GPU_MEMORY_GIB", "MemoryPlan", "plan_memory", "prompt_tokens_estimate", "require_fit"]
 # Prompt length without a tokenizer: English runs about 4 characters a token in both vocabularies;
 # 3 keeps the estimate on the safe side. The chat template and image wrapper add a few tokens.
 CHARACTERS_PER_TOKEN = 3
@@ -47,6 +42,7 @@ class MemoryPlan:
     model: ModelShape | None
     processes: list[ProcessBudget]
     outside_shares: list[MemoryItem] = field(default_factory=list)
+    split: GpuSplit | None = None  # the numbers the run uses
     shared_gpu: bool = True
     replicas: int = 1  # rollout replicas (each with its own share)
     summary: str = ""  # the workload in one line
@@ -83,6 +79,7 @@ class MemoryPlan:
             "rollout_share_gib": rounded(rollout.share_gib if rollout else None),
             "trainer_share_gib": rounded(need.share_gib if need else None),
             "fits": self.fits if self.processes else None,
+            "split": self.split.as_dict() if self.split else None,
         }
 
 
@@ -104,27 +101,35 @@ def prompt_tokens_estimate(prompt_format: str, image_tokens: int) -> int:
 
 def plan_memory(
     config: RunConfig,
-    gpu: str,
+    gpu: str | None = None,
     *,
     arch: str | None = None,
     prompt_tokens: int | None = None,
     sft_target_tokens: int | None = None,
 ) -> MemoryPlan:
-    """Itemise the GPU memory of `config` on one `gpu` (a name from GPU_MEMORY_GIB).
+    """Itemise the GPU memory of `config` against the shares its `gpu:` section gives each process.
 
-    `arch` overrides the architecture read from the model folder or name; `prompt_tokens` replaces
-    the prompt-length estimate; `sft_target_tokens` is the longest SFT target (default: GRPO's
-    max_tokens)."""
-    if gpu not in GPU_MEMORY_GIB:
+    `gpu` (a name from GPU_MEMORY_GIB) plans the same config on another GPU; `arch` overrides the
+    architecture read from the model folder or name; `prompt_tokens` replaces the prompt-length
+    estimate; `sft_target_tokens` is the longest SFT target (default: GRPO's max_tokens)."""
+    if gpu is not None and gpu not in GPU_MEMORY_GIB:
         raise UserError(f"unknown GPU {gpu!r}; known: {', '.join(GPU_MEMORY_GIB)}")
-    gpu_gib = GPU_MEMORY_GIB[gpu]
-    rollout_gpus, trainer_gpus = config.rollout.placement.num_gpus, config.trainer.num_gpus
-    if rollout_gpus == 0 and trainer_gpus == 0:
+    settings = config.gpu
+    if settings is None:
         return MemoryPlan(
-            gpu, gpu_gib, None, [],
-            no_gpu_reason="no GPU budget to plan: neither rollout.placement.num_gpus nor trainer.num_gpus asks for "
-            "a GPU, so this config runs on the CPU (vLLM's KV cache is rollout.engine.cpu_kv_cache_gib of RAM)",
+            gpu or "", GPU_MEMORY_GIB.get(gpu or "", 0.0), None, [],
+            no_gpu_reason="no GPU budget to plan: the config has no gpu: section, so it runs on CPUs (vLLM's KV "
+            "cache is rollout.engine.cpu_kv_cache_gib of RAM); add gpu: {kind: a100-80gb, rollout_share: 0.4} to "
+            "put it on a GPU",
         )  # fmt: skip
+    if gpu is not None:
+        settings = GpuSettings.model_validate({**settings.model_dump(), "kind": gpu, "memory_gib": None})
+    replicas = config.rollout.replicas
+    try:
+        split = gpu_split(settings, replicas)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    gpu_gib = split.gpu_gib
     name, hf_config = resolve_model_config(config.model, arch)
     shape = model_shape(hf_config, name)
     engine = config.engine_config(config.model)
@@ -133,48 +138,52 @@ def plan_memory(
     group_size, batch = grpo.sampling.group_size, grpo.batch_size
     image_tokens = shape.vision.image_tokens(engine.max_pixels)
     prompt = prompt_tokens or prompt_tokens_estimate(grpo.prompt_format, image_tokens)
-    plan = MemoryPlan(gpu, gpu_gib, shape, [], replicas=config.rollout.replicas)
-    plan.shared_gpu = (
-        rollout_gpus > 0 and trainer_gpus > 0 and config.rollout.replicas * rollout_gpus + trainer_gpus <= 1
-    )
+    plan = MemoryPlan(settings.kind, gpu_gib, shape, [], split=split, replicas=replicas)
+    plan.shared_gpu = split.layout == "shared"
     plan.summary = (
         f"GRPO: {batch} X-rays x {group_size} completions x {grpo.sampling.max_tokens} tokens, prompt ~{prompt} "
         f"tokens ({image_tokens} image tokens); "
         + ("rollout server and trainer share one GPU" if plan.shared_gpu else "each process on its own GPU")
     )
-    _warn_about_inputs(plan, shape, engine, grpo, prompt, config.rollout.replicas)
-    rollout = None
-    if rollout_gpus > 0:
-        rollout = rollout_budget(shape, engine, grpo, prompt, gpu_gib, config.rollout.replicas)
-        plan.processes.append(rollout)
-        plan.outside_shares.append(
-            MemoryItem(
-                "vLLM CUDA context, per replica",
-                VLLM_CUDA_CONTEXT_GIB,
-                "created before vLLM measures its share",
-            )
+    _warn_about_inputs(plan, shape, engine, grpo, prompt, replicas)
+    rollout = rollout_budget(shape, engine, grpo, prompt, gpu_gib, replicas)
+    plan.processes.append(rollout)
+    plan.outside_shares.append(
+        MemoryItem(
+            "vLLM CUDA context, per replica",
+            VLLM_CUDA_CONTEXT_GIB,
+            "created before vLLM measures its share (assumed)",
         )
-    if trainer_gpus > 0:
-        if plan.shared_gpu and rollout is not None:
-            replicas = config.rollout.replicas
-            share = gpu_gib - replicas * (rollout.share_gib + VLLM_CUDA_CONTEXT_GIB)
-            share_detail = (
-                f"{gpu_gib:.1f} GiB - {replicas} x ({rollout.share_gib:.1f} GiB vLLM share + "
-                f"{VLLM_CUDA_CONTEXT_GIB} GiB vLLM CUDA context)"
-            )
-        else:
-            share, share_detail = gpu_gib, "a GPU of its own"
-        adapter_lora = sft.lora if sft is not None else grpo.lora  # GRPO starts from the SFT adapter
-        has_reference = sft is not None or grpo.sft_adapter is not None
-        plan.processes.append(
-            grpo_trainer_budget(shape, grpo, adapter_lora, has_reference, prompt, share, share_detail)
+    )
+    share = split.trainer_share_gib
+    if plan.shared_gpu:
+        share_detail = (
+            f"{gpu_gib:.1f} GiB - {replicas} x ({rollout.share_gib:.1f} GiB vLLM share + "
+            f"{VLLM_CUDA_CONTEXT_GIB} GiB vLLM CUDA context); capped at {split.trainer_cap_gib:.1f} GiB + context"
         )
-        if sft is not None:
-            sft_prompt = prompt_tokens or prompt_tokens_estimate(
-                sft.data.sft_format, shape.vision.image_tokens(sft.max_pixels)
-            )
-            target = sft_target_tokens or grpo.sampling.max_tokens
-            plan.processes.append(sft_trainer_budget(shape, sft, sft_prompt, target, share, share_detail))
+    else:
+        share_detail = "a GPU of its own"
+    adapter_lora = sft.lora if sft is not None else grpo.lora  # GRPO starts from the SFT adapter
+    has_reference = sft is not None or grpo.sft_adapter is not None
+    plan.processes.append(
+        grpo_trainer_budget(shape, grpo, adapter_lora, has_reference, prompt, share, share_detail)
+    )
+    if sft is not None:
+        sft_prompt = prompt_tokens or prompt_tokens_estimate(
+            sft.data.sft_format, shape.vision.image_tokens(sft.max_pixels)
+        )
+        target = sft_target_tokens or grpo.sampling.max_tokens
+        plan.processes.append(sft_trainer_budget(shape, sft, sft_prompt, target, share, share_detail))
+    return plan
+
+
+def require_fit(config: RunConfig, model: Path) -> MemoryPlan:
+    """The plan of `config` with its model folder `model`; UserError naming each process that does
+    not fit (the driver's check before it places anything)."""
+    plan = plan_memory(config.model_copy(update={"model": str(model)}))
+    overflow = plan.overflow_message()
+    if overflow:
+        raise UserError(f"the GPU budget does not fit (see `cxr-rl plan-memory`): {overflow}")
     return plan
 
 

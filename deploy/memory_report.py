@@ -44,6 +44,10 @@ def format_plan(plan: MemoryPlan) -> str:
         lines += [_row(item.label, item.gib, item.detail) for item in plan.outside_shares]
         lines.append("")
     lines.append(_gpu_line(plan))
+    if plan.split is not None:
+        settings = f"gpu: {plan.split.kind}, {plan.split.layout}, rollout_share {plan.split.vllm_memory_utilization:g}"
+        lines += ["", f"The numbers the run uses ({settings})"]
+        lines += [f"  {line}" for line in plan.split.describe()]
     lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
 

@@ -8,6 +8,9 @@ from deploy.memory_budget import DTYPE_BYTES, MemoryItem, ProcessBudget, dtype_n
 from deploy.memory_estimates import (
     GIB,
     SAMPLER_BYTES_PER_LOGIT,
+    VLLM_CUDA_GRAPHS_GIB,
+    VLLM_DEFAULT_BATCHED_TOKENS,
+    VLLM_NON_TORCH_GIB,
     decoder_layer_inference_bytes_per_token,
     kv_cache_bytes,
     kv_cache_bytes_per_token,
@@ -16,18 +19,6 @@ from deploy.memory_estimates import (
 from rollout_server.config import EngineConfig
 from trainer.grpo_config import GrpoConfig
 from trainer.lora import LoraSettings
-
-# vLLM snapshots free memory after creating its CUDA context, so the context lies outside its share.
-VLLM_CUDA_CONTEXT_GIB = 0.6
-# Inside the share, outside torch: cuBLAS workspaces, attention metadata, lazily loaded kernels
-# (start-up logs quoted in vLLM's issues report 0.15-0.35 GiB of "non_torch_memory").
-VLLM_NON_TORCH_GIB = 0.4
-# CUDA graphs (when enforce_eager is off): vLLM measures them at start-up and takes them from the KV
-# cache; with LoRA it captures each batch size twice (with and without adapters).
-VLLM_CUDA_GRAPHS_GIB = 1.0
-# vLLM's token budget per step with chunked prefill on (the default for AsyncLLM's usage context);
-# the profiling run pushes this many tokens, and as many images as it holds, through the model.
-VLLM_DEFAULT_BATCHED_TOKENS = 2048
 
 
 def rollout_budget(
@@ -83,8 +74,8 @@ def rollout_budget(
         MemoryItem("profiling peak (activations)", gib(profile),
                    f"vision tower on {images} image(s) or {batched_tokens:,} tokens + sampler over {text.vocab:,} vocab"),
         MemoryItem("CUDA graphs", 0.0 if engine.enforce_eager else VLLM_CUDA_GRAPHS_GIB,
-                   "enforce_eager: none" if engine.enforce_eager else "estimate; vLLM measures it at start-up"),
-        MemoryItem("non-torch allocations", VLLM_NON_TORCH_GIB, "cuBLAS workspaces, attention metadata, kernels"),
+                   "enforce_eager: none" if engine.enforce_eager else "assumed; vLLM measures it at start-up"),
+        MemoryItem("non-torch allocations", VLLM_NON_TORCH_GIB, "cuBLAS workspaces, attention metadata, kernels (assumed)"),
     ]  # fmt: skip
     share = engine.gpu_memory_utilization * gpu_gib
     budget = ProcessBudget(

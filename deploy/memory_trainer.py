@@ -9,6 +9,8 @@ from deploy.memory_estimates import (
     RECOMPUTE_BACKWARD_FACTOR,
     REFERENCE_BYTES_PER_LOGIT,
     SFT_BYTES_PER_LOGIT,
+    TRAINER_CUDA_CONTEXT_GIB,
+    TRAINER_FRAGMENTATION,
     decoder_layer_inference_bytes_per_token,
     decoder_layer_saved_bytes_per_token,
     vision_forward_bytes,
@@ -17,17 +19,11 @@ from trainer.grpo_config import GrpoConfig
 from trainer.lora import LoraSettings
 from trainer.sft_config import SftConfig
 
-# The trainer's CUDA context plus cuBLAS/cuDNN workspaces and the kernels PyTorch loads.
-TRAINER_CUDA_CONTEXT_GIB = 0.8
-# PyTorch's caching allocator rounds blocks and fragments as sequence lengths change every step
-# (PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True keeps this lower).
-TRAINER_FRAGMENTATION = 0.10
-
 
 def _trainer_static(shape: ModelShape, dtype_bytes: int, lora_params: int, adapters: int) -> list[MemoryItem]:
     lora_note = f"{lora_params / 1e6:.1f} M parameters, fp32 (PEFT upcasts adapters)"
     items = [
-        MemoryItem("CUDA context and workspaces", TRAINER_CUDA_CONTEXT_GIB, "context, cuBLAS/cuDNN, kernels"),
+        MemoryItem("CUDA context and workspaces", TRAINER_CUDA_CONTEXT_GIB, "context, cuBLAS/cuDNN, kernels (assumed)"),
         MemoryItem(f"base weights, {dtype_name(dtype_bytes)}", gib(shape.parameters.total * dtype_bytes), "frozen"),
         MemoryItem("policy LoRA" + (" + reference LoRA" if adapters == 2 else ""), gib(adapters * lora_params * FP32),
                    lora_note),
@@ -84,7 +80,7 @@ def grpo_trainer_budget(
         MemoryItem("activation peak, one group", gib(peak), "the largest of the passes below"),
     ]  # fmt: skip
     items.append(MemoryItem("allocator fragmentation margin", TRAINER_FRAGMENTATION * sum(i.gib for i in items[1:]),
-                            f"{TRAINER_FRAGMENTATION:.0%} of the allocated peak"))  # fmt: skip
+                            f"{TRAINER_FRAGMENTATION:.0%} of the allocated peak (assumed)"))  # fmt: skip
     ckpt_label = (
         "checkpointed hidden states"
         if grpo.gradient_checkpointing
@@ -140,7 +136,7 @@ def sft_trainer_budget(
                    f"{batch} x ({prompt} prompt + {target} target tokens), LoRA dropout {sft.lora.dropout}"),
     ]  # fmt: skip
     items.append(MemoryItem("allocator fragmentation margin", TRAINER_FRAGMENTATION * sum(i.gib for i in items[1:]),
-                            f"{TRAINER_FRAGMENTATION:.0%} of the allocated peak"))  # fmt: skip
+                            f"{TRAINER_FRAGMENTATION:.0%} of the allocated peak (assumed)"))  # fmt: skip
     breakdown = [
         MemoryItem("hidden states kept for backward", gib(checkpoints), f"{text.layers} layers x {tokens:,} tokens"),
         MemoryItem("logits -> cross-entropy", gib(SFT_BYTES_PER_LOGIT * logits), f"{batch} x {target + 1} x {text.vocab:,}"),

@@ -1,9 +1,11 @@
 """Placing the run's actors on a Ray cluster and taking them down again.
 
-On one GPU the rollout replica and the trainer share it by memory partitioning: fractional
-`num_gpus` in the placement, vLLM's `gpu_memory_utilization` for the server's share, the trainer in
-the rest (see `cxr-rl plan-memory`). The trainer runs on the driver's node, so the run folder is
-local to both; rollout replicas may sit anywhere in the cluster.
+On one GPU the rollout replica and the trainer share it by memory partitioning, with every number
+derived from the run config's `gpu:` section (deploy/memory_split.py, `cxr-rl plan-memory`): Ray's
+fractional `num_gpus`, vLLM's `gpu_memory_utilization`, and the trainer's cap on the rest. Actors go
+wherever their resources are (`resources:` steers them to nodes that declare custom resources); each
+is awaited until placed, at most `placement_timeout_s`. The trainer writes into the run folder the
+driver reads, so off the driver's node it must see that folder (a shared filesystem): checked here.
 """
 
 import contextlib
@@ -15,6 +17,13 @@ from typing import Any
 from deploy.config import RunConfig
 from deploy.interrupts import keep_sigterm_handler
 from deploy.local_cluster import remove_private_cluster_files, start_private_cluster
+from deploy.placement_checks import (
+    PlacedActor,
+    resource_ask,
+    run_dir_probe,
+    unshared_run_dir_message,
+    wait_until_placed,
+)
 from rollout_server.actor import replica_urls
 from shared.errors import UserError
 from shared.ray_calls import connect_to_cluster, get_through_restarts
@@ -28,6 +37,7 @@ class Placement:
         self.replicas: list[Any] = []
         self.router: Any = None
         self.trainer: Any = None
+        self.nodes: dict[str, str] = {}  # where each actor landed: "driver", "trainer", "rollout-0", ...
         self.private_cluster: Path | None = None  # the folder of a cluster this run started (--address local)
         # This run's key: its replicas refuse adapter changes (and answer nothing) without it, so a
         # replica listening on the network is not open to it. Only the trainer and evaluator get it.
@@ -65,7 +75,7 @@ class Placement:
     def start_replicas(self) -> None:
         import ray
 
-        from rollout_server.actor import RolloutServerActor
+        from deploy.memory_wait import ShareWait, ShareWaitingReplica
         from rollout_server.config import ServerConfig
 
         rollout = self.config.rollout
@@ -76,20 +86,30 @@ class Placement:
             prompt_formats_file=self.config.data.prompt_formats_file,
             api_token=self.api_token,
         )
+        split = self.config.gpu_split()
+        num_gpus = split.rollout_num_gpus if split else 0.0
+        wait = ShareWait(split.vllm_memory_utilization, split.wait_for_share_s) if split else None
+        placed = []
         for index in range(rollout.replicas):
             actor = (
-                ray.remote(RolloutServerActor)
+                ray.remote(ShareWaitingReplica)
                 .options(
                     name=f"{self.config.name}-rollout-{index}",
                     num_cpus=rollout.placement.num_cpus,
-                    num_gpus=rollout.placement.num_gpus,
+                    num_gpus=num_gpus,
+                    resources=rollout.placement.resources,
                     max_restarts=rollout.max_restarts,
                     max_concurrency=64,
                 )
-                .remote(server_config)
+                .remote(server_config, wait)
             )
-            actor.start.remote()  # engines load in the background (SFT runs meanwhile)
             self.replicas.append(actor)
+            asks = resource_ask(rollout.placement.num_cpus, num_gpus, rollout.placement.resources)
+            placed.append(PlacedActor(actor, f"rollout replica {index}", asks))
+        answers = wait_until_placed(placed, self.config.placement_timeout_s)
+        for index, (actor, answer) in enumerate(zip(self.replicas, answers, strict=True)):
+            self.nodes[f"rollout-{index}"] = answer["node_id"]
+            actor.start.remote()  # engines load in the background (SFT runs meanwhile)
 
     def replica_urls(self) -> list[str]:
         return replica_urls(self.replicas)
@@ -118,21 +138,30 @@ class Placement:
 
     def start_trainer(self) -> None:
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from trainer.actor import TrainerActor
 
-        placement = self.config.trainer
-        here = ray.get_runtime_context().get_node_id()
+        placement, split = self.config.trainer, self.config.gpu_split()
+        num_gpus = split.trainer_num_gpus if split else 0.0
+        cap = (split.trainer_memory_fraction, split.gpu_gib) if split else (None, None)
         self.trainer = (
             ray.remote(TrainerActor)
-            .options(
-                num_cpus=placement.num_cpus,
-                num_gpus=placement.num_gpus,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-            )
-            .remote()
+            .options(num_cpus=placement.num_cpus, num_gpus=num_gpus, resources=placement.resources)
+            .remote(*cap)
         )
+        here = ray.get_runtime_context().get_node_id()
+        self.nodes["driver"] = here
+        probe = run_dir_probe(self.config.run_dir)
+        try:
+            asks = resource_ask(placement.num_cpus, num_gpus, placement.resources)
+            (answer,) = wait_until_placed(
+                [PlacedActor(self.trainer, "the trainer", asks)], self.config.placement_timeout_s, str(probe)
+            )
+        finally:
+            probe.unlink(missing_ok=True)
+        self.nodes["trainer"] = answer["node_id"]
+        if not answer["sees_probe"]:
+            raise UserError(unshared_run_dir_message(self.config.run_dir, answer["node_id"], here))
 
     def shutdown(self) -> None:
         """Stop every actor this run placed (engine processes included), then disconnect."""

@@ -16,10 +16,17 @@ log = logging.getLogger("cxr_rl.trainer")
 class TrainerActor:
     """Use through `ray.remote(TrainerActor)`."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_fraction: float | None = None, planned_gpu_gib: float | None = None) -> None:
+        """`memory_fraction`: the trainer's cap on a GPU shared with vLLM (deploy.memory_split),
+        applied before any model is loaded; `planned_gpu_gib`: the GPU memory it was derived for."""
         self.grpo: Any = None
         self.replicas: list[Any] = []
         self.events: list[str] = []
+        if memory_fraction is not None:
+            from trainer.model import cap_gpu_memory
+
+            cap = cap_gpu_memory(memory_fraction, planned_gpu_gib or 0.0)
+            log.info("trainer capped at %.1f GiB of GPU memory (fraction %g)", cap, memory_fraction)
 
     def run_sft(self, config: SftConfig, resume: bool = False) -> dict[str, Any]:
         from trainer.sft import train_sft

@@ -22,6 +22,29 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def cap_gpu_memory(fraction: float, planned_gpu_gib: float, tolerance: float = 0.03) -> float:
+    """Bind this process to its share of a GPU it shares with vLLM (`gpu:` in the run config): the
+    caching allocator refuses to grow past `fraction` of the device's memory, so the trainer fails
+    with torch.OutOfMemoryError instead of taking vLLM's share. Refuses a GPU whose memory is not
+    the one the split was planned for. Returns the cap in GiB."""
+    if not torch.cuda.is_available():
+        raise UserError(
+            "the run config's gpu: section caps the trainer's GPU memory, but the trainer sees no CUDA GPU "
+            "(remove gpu: to train on CPUs)"
+        )
+    device = torch.device("cuda", torch.cuda.current_device())
+    properties = torch.cuda.get_device_properties(device)
+    total_gib = properties.total_memory / 1024**3
+    if abs(total_gib - planned_gpu_gib) > tolerance * planned_gpu_gib:
+        raise UserError(
+            f"the run's memory split was planned for a {planned_gpu_gib:.1f} GiB GPU, but the trainer's GPU "
+            f"({properties.name}) has {total_gib:.1f} GiB: set gpu.kind (or gpu.memory_gib) to this GPU and "
+            "check the plan with `cxr-rl plan-memory`"
+        )
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction * total_gib
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """'auto': bfloat16 on a GPU, float32 on the CPU (CPU bf16 matmuls are slow and imprecise)."""
     if isinstance(dtype, torch.dtype):

@@ -25,14 +25,17 @@ def shipped(name: str, overrides: dict | None = None) -> RunConfig:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate_in_every_section(name):
     config = shipped(name)
-    assert config.rollout.placement.num_gpus + config.trainer.num_gpus <= 1  # Ray can co-locate them
+    split = config.gpu_split()  # every GPU number comes from the one budget
+    assert split.layout == "shared" and split.rollout_num_gpus + split.trainer_num_gpus <= 1  # co-located
     grpo = config.grpo_config(config.model, Path(config.data.rl_manifest), None)
     assert isinstance(grpo, GrpoConfig) and grpo.sampling.group_size == 4 and grpo.batch_size == 8
     assert (grpo.loss.beta, grpo.loss.clip_low, grpo.loss.clip_high) == (0.15, 0.15, 0.22)
     assert grpo.loss.normalisation == "dr_grpo"
     assert isinstance(config.sft_config(config.model, Path(config.data.sft_manifest), Path("out")), SftConfig)
     engine = config.engine_config(config.model)
-    assert 0 < engine.gpu_memory_utilization < 1 and config.model.startswith("/path/to/")
+    assert engine.gpu_memory_utilization == split.vllm_memory_utilization and config.model.startswith(
+        "/path/to/"
+    )
     if SHIPPED[name] == QWEN25_VL_3B:  # the paper's 256-512 image tokens, identical on both sides
         assert (
             (engine.min_pixels, engine.max_pixels) == (grpo.min_pixels, grpo.max_pixels) == (200704, 401408)
@@ -73,7 +76,7 @@ def test_oversized_group_is_refused_with_numbers():
 
 
 def test_too_small_vllm_share_is_refused():
-    config = shipped("qwen2.5-vl-3b-a100.yaml", {"rollout": {"engine": {"gpu_memory_utilization": 0.1}}})
+    config = shipped("qwen2.5-vl-3b-a100.yaml", {"gpu": {"rollout_share": 0.1}})
     plan = plan_memory(config, "a100-80gb")
     assert not plan.process("rollout").fits
     assert plan.overflow_message().startswith("rollout server (vLLM) needs")
