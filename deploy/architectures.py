@@ -88,6 +88,38 @@ def real_size_config(arch: str) -> Any:
     raise UserError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
+def scaled_config(
+    arch: str, *, layers: int | None = None, vocab: int | None = None, image_size: int | None = None
+) -> Any:
+    """`real_size_config(arch)` with `layers` text and vision layers, a `vocab`-entry vocabulary and
+    (MedGemma) `image_size`-pixel images, every width kept: real-width pieces small enough to run
+    on a CPU. MedGemma still pools each image to 256 tokens, so its size must be a multiple of 224."""
+    config = real_size_config(arch)
+    data = config.to_dict()
+    text, vision = data["text_config"], data["vision_config"]
+    if layers is not None:
+        if layers < 1:
+            raise UserError(f"layers must be at least 1, not {layers}")
+        text["num_hidden_layers"] = layers
+        text.pop("layer_types", None)  # recomputed from the pattern for the new depth
+        if arch == MEDGEMMA_4B:
+            vision["num_hidden_layers"] = layers
+        else:
+            vision["depth"] = layers
+            vision["fullatt_block_indexes"] = [
+                index for index in vision["fullatt_block_indexes"] if index < layers
+            ]
+    if vocab is not None:
+        text["vocab_size"] = vocab
+    if image_size is not None:
+        if arch != MEDGEMMA_4B or image_size % 224:
+            raise UserError(
+                f"image_size: only MedGemma's, and a multiple of 224 (256 tokens), not {image_size}"
+            )
+        vision["image_size"] = image_size
+    return type(config)(**{key: value for key, value in data.items() if key != "model_type"})
+
+
 @dataclass(frozen=True)
 class TextShape:
     """The language model's widths, as the memory formulas use them."""
