@@ -34,12 +34,31 @@ def format_prompt_inputs(processor: Any, prompt_format: str, image: Any, prompts
 
 @dataclass
 class CompletionBatch:
-    """G completions of one prompt, right-padded: the model inputs and where the completions sit."""
+    """G completions of one prompt, right-padded: the model inputs and where the completions sit.
 
-    inputs: dict[str, torch.Tensor]
+    The X-ray is held once (`image_inputs`), not once per row: each forward pass sends it through
+    the vision tower once and gives its encoding to all G rows (`image_encoding`), where
+    transformers, handed G copies of `pixel_values`, would encode it G times."""
+
+    inputs: dict[str, torch.Tensor]  # the G rows' inputs; image_grid_thw per row, no pixels
+    image_inputs: dict[str, torch.Tensor]  # the prompt's pixels (and grid), one copy
     completion_ids: torch.Tensor  # [G, T] padded with 0
     completion_mask: torch.Tensor  # [G, T] 1 on real completion tokens
     prompt_length: int
+
+    @property
+    def group_size(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def repeated_inputs(self) -> dict[str, torch.Tensor]:
+        """The plain transformers inputs, each row with its own copy of the pixels (the model then
+        encodes the X-ray G times): the reference the shared encoding is checked against."""
+        pixels = {
+            key: torch.cat([value] * self.group_size, dim=0)
+            for key, value in self.image_inputs.items()
+            if key not in self.inputs
+        }
+        return {**self.inputs, **pixels}
 
 
 def completion_batch(
@@ -55,6 +74,7 @@ def completion_batch(
         completion_mask[row, : len(ids)] = 1
     prompt_length = prompt["input_ids"].shape[1]
     inputs: dict[str, torch.Tensor] = {}
+    image_inputs: dict[str, torch.Tensor] = {}
     for key, value in prompt.items():
         if key in SEQUENCE_KEYS:
             repeated = value.expand(group, -1)
@@ -68,24 +88,79 @@ def completion_batch(
             if key == "token_type_ids" and causal_images:
                 inputs[key] = torch.zeros_like(inputs[key])
         elif key in IMAGE_KEYS:
-            inputs[key] = torch.cat([value] * group, dim=0)
+            image_inputs[key] = value
+            if key == "image_grid_thw":  # Qwen-VL's 3-D positions read one grid per row
+                inputs[key] = torch.cat([value] * group, dim=0)
         else:
             inputs[key] = value
-    return CompletionBatch(inputs, completion_ids, completion_mask, prompt_length)
+    return CompletionBatch(inputs, image_inputs, completion_ids, completion_mask, prompt_length)
 
 
 def move(
     batch: CompletionBatch, device: torch.device | str, dtype: torch.dtype | None = None
 ) -> CompletionBatch:
-    inputs = {}
-    for key, value in batch.inputs.items():
-        value = value.to(device)
-        if dtype is not None and key == "pixel_values":
-            value = value.to(dtype)
-        inputs[key] = value
+    def moved(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in tensors.items():
+            value = value.to(device)
+            if dtype is not None and key == "pixel_values":
+                value = value.to(dtype)
+            out[key] = value
+        return out
+
     return CompletionBatch(
-        inputs, batch.completion_ids.to(device), batch.completion_mask.to(device), batch.prompt_length
+        moved(batch.inputs),
+        moved(batch.image_inputs),
+        batch.completion_ids.to(device),
+        batch.completion_mask.to(device),
+        batch.prompt_length,
     )
+
+
+ImageEncoding = dict[str, Any]  # transformers' `mm_encoder_outputs` for a batch's G rows
+
+
+def image_encoding(model: Any, batch: CompletionBatch) -> ImageEncoding | None:
+    """The batch's X-ray through the vision tower and projector once, laid out for its G rows (the
+    `mm_encoder_outputs` transformers' Gemma3 and Qwen2.5-VL take in place of pixels); None for a
+    text-only batch."""
+    if "pixel_values" not in batch.image_inputs:
+        return None
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    features = base.get_image_features(**batch.image_inputs).pooler_output
+    group = batch.group_size
+    if isinstance(features, torch.Tensor):  # Gemma3: [images, tokens, hidden]
+        rows = (
+            features.expand(group, *features.shape[1:])
+            if features.shape[0] == 1
+            else features.repeat(group, *([1] * (features.dim() - 1)))
+        )
+    else:  # Qwen-VL: one [tokens, hidden] tensor per image
+        rows = tuple(features) * group
+    return {"image": BaseModelOutputWithPooling(pooler_output=rows)}
+
+
+def vision_is_frozen(model: Any) -> bool:
+    """True when nothing trains in, and no adapter touches, the path from pixels to image embeddings
+    (everything of the inner model but its language model): an X-ray's encoding is then the same
+    under every adapter (policy, reference, behaviour) and needs no gradient, so one encoding per
+    step serves every pass. False when the layout is unknown."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = getattr(base, "model", None)
+    if inner is None or not hasattr(inner, "language_model"):
+        return False
+    for name, child in inner.named_children():
+        if name == "language_model":
+            continue
+        if any(p.requires_grad for p in child.parameters()):
+            return False
+        if any(isinstance(module, BaseTunerLayer) for module in child.modules()):
+            return False
+    return True
 
 
 @dataclass
@@ -101,14 +176,19 @@ def policy_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     with_raw: bool = False,
+    image: ImageEncoding | None = None,
 ) -> PolicyLogprobs:
     """Log-probabilities [G, T] of the completion tokens under softmax(logits / temperature).
 
-    Only the completion positions' logits are materialised (`logits_to_keep`): with a 262k
-    vocabulary the full [G, L, V] logits would not fit.
+    `image`: the X-ray's encoding (`image_encoding`) when the caller shares one across passes;
+    otherwise this pass encodes it, once for all G rows. Only the completion positions' logits are
+    materialised (`logits_to_keep`): with a 262k vocabulary the full [G, L, V] logits would not fit.
     """
     steps = batch.completion_ids.shape[1]
-    output = model(**batch.inputs, logits_to_keep=steps + 1, use_cache=False)
+    if image is None:
+        image = image_encoding(model, batch)
+    encoded = {"mm_encoder_outputs": image} if image is not None else {}
+    output = model(**batch.inputs, **encoded, logits_to_keep=steps + 1, use_cache=False)
     logits = output.logits[:, :-1, :].float()
     index = batch.completion_ids.unsqueeze(-1)
     log_probs = torch.log_softmax(logits / temperature if temperature != 1.0 else logits, dim=-1)

@@ -31,7 +31,7 @@ def model_and_prompt(tiny_medgemma, phantom_root):
 def by_hand(model, batch, temperature):
     """log softmax(logits / T) of each completion token, from the full logits."""
     with torch.no_grad():
-        logits = model(**batch.inputs, use_cache=False).logits.float()
+        logits = model(**batch.repeated_inputs(), use_cache=False).logits.float()
     steps = batch.completion_ids.shape[1]
     logits = logits[:, batch.prompt_length - 1 : batch.prompt_length - 1 + steps]
     return torch.log_softmax(logits / temperature, -1).gather(-1, batch.completion_ids[..., None])[..., 0]
