@@ -22,7 +22,7 @@ from rollout_server.actor import RolloutServerActor
 from rollout_server.config import ServerConfig
 from shared.errors import UserError
 
-log = logging.getLogger("cxr_rl.driver")
+log = logging.getLogger("cxr_rl.rollout_server")
 GIB = 1024**3
 
 

@@ -13,10 +13,10 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -109,7 +109,7 @@ class RayTestCluster:
             with contextlib.suppress(psutil.Error):
                 process.kill()
         psutil.wait_procs(ours, timeout=30)
-        subprocess.run(["rm", "-rf", self.temp_dir], check=False)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _started_processes(self) -> list:
         """The cluster process's descendants and every process running out of our temp dir, with
@@ -141,7 +141,6 @@ def cluster():
 
 def test_trainer_and_replica_run_on_other_nodes_than_the_driver(cluster, tmp_path):
     run_dir = tmp_path / "multinode"
-    started = time.monotonic()
     result = cluster.run_driver(CONFIG, run_dir)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     nodes = json.loads((run_dir / "placement.json").read_text())
@@ -153,7 +152,6 @@ def test_trainer_and_replica_run_on_other_nodes_than_the_driver(cluster, tmp_pat
     assert [entry["step"] for entry in steps if entry["phase"] == "grpo"] == [1]
     assert (run_dir / "sft" / "adapter" / "adapter_model.safetensors").is_file()
     assert (run_dir / "summary.md").is_file()
-    assert time.monotonic() - started < 1500
 
 
 @pytest.mark.parametrize(
