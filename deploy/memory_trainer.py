@@ -46,7 +46,9 @@ def grpo_trainer_budget(
     forward and backward over its G sequences. The policy pass peaks either at the logits (forward
     through log-softmax and entropy, then their backward) or later, in a layer's recompute, while
     the entropy's fp32 exp(log p) is still alive (4 bytes a logit); the checkpointed hidden states
-    stay throughout. The reference pass and the frozen vision tower peak on their own."""
+    stay throughout. The reference pass and the frozen vision tower peak on their own; each X-ray
+    goes through the vision tower once per pass, its encoding shared by the group's G rows
+    (trainer/logprobs.py `image_encoding`)."""
     text, vision = shape.text, shape.vision
     act = DTYPE_BYTES[grpo.dtype]
     group, max_tokens = grpo.sampling.group_size, grpo.sampling.max_tokens
@@ -70,13 +72,13 @@ def grpo_trainer_budget(
         tokens * decoder_layer_inference_bytes_per_token(text, act) + REFERENCE_BYTES_PER_LOGIT * logits
     )
     images = vision_forward_bytes(
-        vision, images=group, patches_per_image=vision.patches(grpo.max_pixels), activation_bytes=act
+        vision, images=1, patches_per_image=vision.patches(grpo.max_pixels), activation_bytes=act
     )
     peak = max(policy, reference, images)
     items = _trainer_static(shape, act, lora_params, 2 if has_reference else 1)
     items += [
-        MemoryItem("X-ray batch on the GPU", gib(grpo.batch_size * group * pixel_elements * act),
-                   f"pixel values of {grpo.batch_size} x {group} images (repeated per completion)"),
+        MemoryItem("X-ray batch on the GPU", gib(grpo.batch_size * pixel_elements * act),
+                   f"pixel values of {grpo.batch_size} images (one per group of {group} completions)"),
         MemoryItem("activation peak, one group", gib(peak), "the largest of the passes below"),
     ]  # fmt: skip
     items.append(MemoryItem("allocator fragmentation margin", TRAINER_FRAGMENTATION * sum(i.gib for i in items[1:]),
@@ -93,7 +95,7 @@ def grpo_trainer_budget(
         MemoryItem("policy pass: one layer's recompute + grads", gib(recompute),
                    f"{layer / 1024:.0f} KiB per token x {RECOMPUTE_BACKWARD_FACTOR}"),
         MemoryItem("reference pass (no grad)", gib(reference), f"logits {REFERENCE_BYTES_PER_LOGIT} bytes each"),
-        MemoryItem("vision tower forward (frozen)", gib(images), f"{group} images x {vision.patches(grpo.max_pixels):,} patches"),
+        MemoryItem("vision tower forward (frozen)", gib(images), f"1 image x {vision.patches(grpo.max_pixels):,} patches"),
     ]  # fmt: skip
     return ProcessBudget(
         "trainer, GRPO step",
