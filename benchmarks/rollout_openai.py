@@ -18,6 +18,8 @@ from typing import Any
 
 from benchmarks.common import free_port
 
+SETTLE_S = 3.0  # idle time before each timed round
+
 
 def vllm_server_command(engine: Any, port: int) -> list[str]:
     """vLLM's own server with the engine options our server builds (rollout_server.engine.engine_args):
@@ -146,14 +148,20 @@ def chat_body(load: ChatLoad, image: bytes, seed: int) -> dict[str, Any]:
 
 
 async def chat_round(
-    http: Any, name: str, url: str, load: ChatLoad, images: list[bytes], seed: int, index: int
+    name: str, url: str, load: ChatLoad, images: list[bytes], seed: int, index: int, token: str
 ) -> ChatRound:
+    """One round on one server, over connections of its own: none left open by an earlier round."""
+    import httpx
+
     bodies = [chat_body(load, image, seed + i) for i, image in enumerate(images)]
-    started = time.perf_counter()
-    answers = await asyncio.gather(
-        *(http.post(f"{url}/v1/chat/completions", json=body) for body in bodies), return_exceptions=True
-    )
-    seconds = time.perf_counter() - started
+    limits = httpx.Limits(max_connections=load.requests, max_keepalive_connections=load.requests)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=1800, limits=limits, headers=headers) as http:
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            *(http.post(f"{url}/v1/chat/completions", json=body) for body in bodies), return_exceptions=True
+        )
+        seconds = time.perf_counter() - started
     served = tokens = prompt_tokens = 0
     for answer in answers:
         if isinstance(answer, Exception) or answer.status_code != 200:
@@ -175,22 +183,20 @@ async def measure_openai(
     token: str,
 ) -> list[ChatRound]:
     """One warm-up round per server, then each round on both servers, the first of the pair
-    alternating, so drift in the machine's load falls on both alike."""
-    import httpx
-
+    alternating, so drift in the machine's load falls on both alike. Each run opens its own
+    connections (keep-alive connections reused from a server's previous run made that run about
+    twice as slow as one after the other server, whichever server it was) and starts after a pause,
+    so the tail of one burst is not timed in the next."""
     names = list(servers)
-    limits = httpx.Limits(max_connections=load.requests * 2, max_keepalive_connections=load.requests * 2)
-    headers = {"Authorization": f"Bearer {token}"}
     results: list[ChatRound] = []
-    async with httpx.AsyncClient(timeout=1800, limits=limits, headers=headers) as http:
-        for name in names:
-            await chat_round(http, name, servers[name], load, warmup, seed + 10_000_000, -1)
-        for index, images in enumerate(rounds):
-            order = names if index % 2 == 0 else names[::-1]
-            for name in order:
-                results.append(
-                    await chat_round(http, name, servers[name], load, images, seed + index * 1000, index)
-                )
+    for name in names:
+        await chat_round(name, servers[name], load, warmup, seed + 10_000_000, -1, token)
+    for index, images in enumerate(rounds):
+        order = names if index % 2 == 0 else names[::-1]
+        for name in order:
+            await asyncio.sleep(SETTLE_S)
+            run = await chat_round(name, servers[name], load, images, seed + index * 1000, index, token)
+            results.append(run)
     return results
 
 
@@ -211,6 +217,7 @@ def summarise_openai(runs: list[ChatRound], ours: str, theirs: str, load: ChatLo
         figures[f"openai_{label}_tokens_per_s"] = round(
             statistics.median(r.tokens_per_s for r in server_runs), 1
         )
+        figures[f"openai_{label}_tokens_per_s_per_round"] = [round(r.tokens_per_s, 1) for r in server_runs]
         figures[f"openai_{label}_served"] = sum(r.served for r in server_runs)
         figures[f"openai_{label}_prompt_tokens"] = sum(r.prompt_tokens for r in server_runs)
     figures["openai_all_served"] = all(r.served == load.requests for r in runs)

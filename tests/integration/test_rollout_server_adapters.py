@@ -17,6 +17,7 @@ from rollout_server.client import RolloutClient, RolloutServerError
 from shared.schemas import AdapterSelector, AdapterUpdate, ImageRef, RolloutItem, RolloutRequest
 from tests.integration.conftest import API_TOKEN
 from tests.support import b64, noise_xray, png_bytes, random_adapter
+from trainer.sync import HttpAdapterPublisher
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
@@ -66,15 +67,17 @@ def test_load_by_path_only_from_under_the_adapter_root(client, rollout_server, t
 
 
 def test_a_120_mb_adapter_upload_goes_live(client, tiny_update):
-    """The tiny model's adapter is kilobytes; 120 MB of ballast ride along as a base-embedding tensor
-    (what PEFT writes with `save_embedding_layers`, and vLLM skips), so the upload is the size of a
-    real MedGemma-4B rank-16 adapter (119 MB) and still goes live and serves."""
+    """Through the trainer's HTTP publisher. The tiny model's adapter is kilobytes; 120 MB of ballast
+    ride along as a base-embedding tensor (what PEFT writes with `save_embedding_layers`, and vLLM
+    skips), so the upload is the size of a real MedGemma-4B rank-16 adapter (119 MB) and still goes
+    live and serves."""
     tensors = load(tiny_update.safetensors)
     tensors[BALLAST] = torch.zeros(30_000, 1_000)
     big = tiny_update.model_copy(update={"name": "big", "safetensors": save(tensors)})
-    assert len(big.safetensors) >= 120_000_000
-    info = client.load_adapter(big)
-    assert info.name == "big" and info.canary_delta > 1e-3  # live: the canary moved
+    published = HttpAdapterPublisher([client]).publish(big)  # the trainer's HTTP path
+    assert published.bytes >= 120_000_000 and published.replicas == 1
+    (info,) = [info for info in client.adapters() if info.name == "big"]
+    assert info.version == published.version and info.canary_delta > 1e-3  # live: the canary moved
     image = b64(png_bytes(noise_xray(12)))
     response = client.rollouts(
         RolloutRequest(
