@@ -12,8 +12,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from shared.config import StrictModel
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS
 from shared.manifest import ManifestRecord
@@ -54,13 +55,15 @@ class SkipReason(StrEnum):
 POLICY_REASONS = frozenset({SkipReason.VIEW_NOT_SELECTED, SkipReason.OTHER_IMAGE_OF_STUDY})
 
 
-class LoadOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    uncertain: Literal["zeros", "ones", "drop"] = "zeros"  # -1 as negative (U-Zeros), positive, or masked
-    strict: bool = False  # a malformed row raises instead of being skipped and counted
-    views: tuple[str, ...] = FRONTAL_VIEWS  # views to keep, best first (the choice for one per study)
-    one_per_study: bool = True  # MIMIC-CXR: keep only the best-ranked image of each study
+class LoadOptions(StrictModel):
+    uncertain: Literal["zeros", "ones", "drop"] = Field(
+        "zeros", description="-1 as negative (U-Zeros), positive, or masked"
+    )
+    strict: bool = Field(False, description="a malformed row raises instead of being skipped and counted")
+    views: tuple[str, ...] = Field(
+        FRONTAL_VIEWS, description="views to keep, best first (the choice for one per study)"
+    )
+    one_per_study: bool = Field(True, description="MIMIC-CXR: keep only the best-ranked image of each study")
     nih_categories: Literal[9, 10] = 9
     progress: bool = True
 

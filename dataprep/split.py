@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from dataprep.loading import LoadOptions
 from dataprep.mimic import load_mimic
 from shared.atomic_files import write_atomically
+from shared.config import StrictModel
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS
 from shared.manifest import ManifestRecord, write_manifest
@@ -40,9 +41,7 @@ UNUSED = "unused"
 NO_LABEL = "no label"  # excluded: a study with no positive label, not even No Finding
 
 
-class SplitConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SplitConfig(StrictModel):
     sft: int = Field(2000, ge=0)
     rl: int = Field(1000, ge=0)
     val: int = Field(500, ge=0)

@@ -10,18 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.atomic_files import write_atomically
-from shared.config import describe_validation_error
+from shared.config import StrictModel, describe_validation_error
 from shared.errors import UserError
 from shared.manifest import ManifestRecord
 
 
-class TraceRejection(BaseModel):
+class TraceRejection(StrictModel):
     """One line of the rejects file: a record that got no target, and why."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: str
     outcome: Literal["rejected", "failed"]  # rejected: a trace came back but is unusable

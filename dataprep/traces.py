@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm import tqdm
 
 from dataprep.trace_client import TeacherClient, TeacherRequestFailed, TeacherSettings
@@ -31,22 +31,27 @@ from dataprep.trace_output import (
 )
 from dataprep.trace_prompts import image_data_uri, teacher_messages, teacher_prompt
 from dataprep.trace_validation import check_trace
+from shared.config import StrictModel
 from shared.errors import UserError
 from shared.manifest import ManifestRecord, read_manifest
 from shared.prompts import PromptFormat, registry_with
 
 
-class TraceRunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TraceRunConfig(StrictModel):
     manifest: Path
     out: Path
-    reserve: Path | None = None  # records that replace the manifest's rejected ones, in order
-    rejects: Path | None = None  # default: beside `out`, "<name>.rejects.jsonl"
-    format: str = "free_reasoning"  # an SFT output format of shared.prompts, or a user format
-    formats_file: Path | None = None  # user prompt formats (YAML or JSON: name -> instruction)
+    reserve: Path | None = Field(
+        None, description="records that replace the manifest's rejected ones, in order"
+    )
+    rejects: Path | None = Field(None, description='default: beside `out`, "<name>.rejects.jsonl"')
+    format: str = Field(
+        "free_reasoning", description="an SFT output format of shared.prompts, or a user format"
+    )
+    formats_file: Path | None = Field(
+        None, description="user prompt formats (YAML or JSON: name -> instruction)"
+    )
     concurrency: int = Field(8, ge=1)
-    max_image_side: int = Field(1024, ge=0)  # 0 sends the image at full size
+    max_image_side: int = Field(1024, ge=0, description="0 sends the image at full size")
     teacher: TeacherSettings
     progress: bool = True
 

@@ -5,18 +5,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field, field_validator
 
+from shared.config import StrictModel
 from shared.errors import UserError
 from shared.labels import LABEL_SETS, map_nih_labels
 from shared.manifest import ManifestRecord, read_manifest
 
 
-class EvalDataset(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvalDataset(StrictModel):
     manifest: Path
-    label_set: str | None = None  # None: nih9 for an NIH manifest, chexpert14 otherwise
+    label_set: str | None = Field(None, description="None: nih9 for an NIH manifest, chexpert14 otherwise")
 
     @field_validator("label_set")
     @classmethod

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from evaluation.baselines import DatasetBaselines
@@ -26,17 +26,22 @@ from evaluation.generalization import GeneralizationRow, generalization_rows
 from evaluation.metrics import LabelSetScores, label_matrices, score_matrices
 from evaluation.records import CheckpointRecords, flatten_checkpoint_records, write_prediction_records
 from shared.atomic_files import write_atomically
+from shared.config import StrictModel
 from shared.errors import UserError
 from shared.labels import LABEL_SETS
 
 
-class ReportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    datasets: dict[str, str]  # dataset name -> label set it is scored on, e.g. {"nih": "nih9"}
-    in_distribution: list[str]  # the datasets the generalization summary calls in-distribution
+class ReportConfig(StrictModel):
+    datasets: dict[str, str] = Field(
+        description='dataset name -> the label set it is scored on, e.g. {"nih": "nih9"}'
+    )
+    in_distribution: list[str] = Field(
+        description="the datasets the generalization summary calls in-distribution"
+    )
     out_of_distribution: list[str] = []
-    baseline_checkpoint: str | None = None  # changes are relative to it; None: the first checkpoint
+    baseline_checkpoint: str | None = Field(
+        None, description="changes are relative to it; None: the first checkpoint"
+    )
     n_resamples: Annotated[int, Field(ge=1)] = 1000
     seed: int = 0
     level: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from tqdm import tqdm
 
 from evaluation.baselines import BlankImageAnswer, dataset_baselines, training_prevalence
@@ -30,6 +30,7 @@ from evaluation.outcome import EvaluationOutcome, EvaluationTiming
 from evaluation.records import PredictionRecord
 from rewards.parsing import ParserConfig, ParseResult, parse_completion
 from rollout_server.client import RolloutClient, RolloutServerError
+from shared.config import StrictModel
 from shared.errors import UserError
 from shared.manifest import read_manifest
 from shared.schemas import AdapterSelector, AdapterUpdate, ImageRef, RolloutItem, RolloutRequest
@@ -38,13 +39,11 @@ BASE_CHECKPOINT = "base"
 _ITEM_FIELD = re.compile(r"^items\[(\d+)\]")
 
 
-class EvalSampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    greedy: bool = True  # temperature 0: one deterministic answer per image
-    temperature: float = Field(1.0, gt=0.0)  # sampling only
-    top_p: float = Field(1.0, gt=0.0, le=1.0)  # sampling only
-    seed: int = Field(0, ge=0)  # sampling only: image i of a dataset is drawn with seed + i
+class EvalSampling(StrictModel):
+    greedy: bool = Field(True, description="temperature 0: one deterministic answer per image")
+    temperature: float = Field(1.0, gt=0.0, description="sampling only")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="sampling only")
+    seed: int = Field(0, ge=0, description="sampling only: image i of a dataset is drawn with seed + i")
     max_tokens: int = Field(512, ge=1)
     prompt_format: str = "reasoning_a"
 
@@ -60,19 +59,22 @@ class EvalSampling(BaseModel):
         }
 
 
-class EvalSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvalSettings(StrictModel):
     sampling: EvalSampling = EvalSampling()
     parser: ParserConfig = ParserConfig()
-    batch_size: int = Field(8, ge=1)  # images per request
-    concurrency: int = Field(4, ge=1)  # requests in flight
-    in_distribution: list[str] = []  # default: the first dataset not named out of distribution
-    # Default: the first other dataset scored on an NIH label set, if any.
-    out_of_distribution: list[str] | None = None
-    train_manifest: Path | None = None  # prevalence baselines' labels; None: the ID set's own
-    baseline_seed: int = 0  # of the sampled prevalence baseline
-    timeout_s: float = Field(600.0, gt=0.0)  # per request, when given a URL
+    batch_size: int = Field(8, ge=1, description="images per request")
+    concurrency: int = Field(4, ge=1, description="requests in flight")
+    in_distribution: list[str] = Field(
+        [], description="default: the first dataset not named out of distribution"
+    )
+    out_of_distribution: list[str] | None = Field(
+        None, description="default: the first other dataset scored on an NIH label set, if any"
+    )
+    train_manifest: Path | None = Field(
+        None, description="the prevalence baselines' labels; None: the in-distribution set's own"
+    )
+    baseline_seed: int = Field(0, description="seed of the sampled prevalence baseline")
+    timeout_s: float = Field(600.0, gt=0.0, description="seconds per request, when given a URL")
     progress: bool = True
 
     @field_validator("in_distribution", "out_of_distribution", mode="before")

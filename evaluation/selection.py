@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from evaluation.bootstrap import resampled_macro_f1
 from evaluation.metrics import LabelMatrices
+from shared.config import StrictModel
 from shared.errors import UserError
 
 SelectionRule = Literal["in_distribution", "out_of_distribution", "weighted"]
@@ -52,12 +53,14 @@ class StepEvaluation:
     out_of_distribution: LabelMatrices | None = None
 
 
-class SelectionConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SelectionConfig(StrictModel):
     rule: SelectionRule = "in_distribution"
-    # `weighted` scores (1 - ood_weight) * ID macro-F1 + ood_weight * OOD macro-F1.
-    ood_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    ood_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="`weighted` scores (1 - ood_weight) * ID macro-F1 + ood_weight * OOD macro-F1",
+    )
     level: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     n_resamples: Annotated[int, Field(ge=100)] = 1000
     seed: int = 0

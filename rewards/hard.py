@@ -21,18 +21,17 @@ threshold (250 tokens in the paper). Readings of the paper made here:
 import hashlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from rewards.parsing import ParserConfig, parse_completion
 from rewards.protocol import ScoredItem
+from shared.config import StrictModel
 from shared.schemas import RewardItem
 
 FORMULA_VERSION = "2"
 
 
-class HardRewardConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class HardRewardConfig(StrictModel, frozen=True):
     length_penalty: float = Field(0.1, ge=0.0, description="λ_len, subtracted when the completion is short")
     min_tokens: int = Field(250, ge=0, description="completions shorter than this many tokens are penalised")
     scale: float = Field(

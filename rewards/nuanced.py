@@ -51,12 +51,13 @@ import math
 from collections import Counter, deque
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rewards.hard import config_version
 from rewards.label_frequencies import CHEXPERT_LABEL_FREQUENCIES
 from rewards.parsing import ParserConfig, ParseResult, parse_completion
 from rewards.protocol import RewardError, ScoredItem
+from shared.config import StrictModel
 from shared.labels import CHEXPERT_LABELS
 from shared.schemas import RewardItem
 
@@ -64,9 +65,7 @@ FORMULA_VERSION = "2"
 STATE_FORMAT = 1
 
 
-class NuancedRewardConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class NuancedRewardConfig(StrictModel, frozen=True):
     exact_match: float = Field(100.0, gt=0.0)
     recall_credit: float = Field(30.0, ge=0.0)
     precision_credit: float = Field(20.0, ge=0.0)

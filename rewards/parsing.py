@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 
 from rewards.label_normaliser import ItemReading, clean_item, read_item
+from shared.config import StrictModel
 from shared.labels import CHEXPERT_LABELS, NO_FINDING
 
 TAG_PRESETS: dict[str, tuple[str, str]] = {
@@ -42,11 +43,9 @@ _LABELLED_LINE = re.compile(
 )
 
 
-class ParserConfig(BaseModel):
+class ParserConfig(StrictModel, frozen=True):
     """How completions are read. `tags` picks a preset of tag names; `tags: null` uses
     `think_tag` / `solution_tag` as given."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: Literal["strict", "lenient"] = "strict"
     tags: Literal["chexreason", "nv-reason"] | None = "chexreason"

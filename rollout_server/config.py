@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from shared.config import StrictModel
 
@@ -44,39 +44,48 @@ class EngineConfig(EngineSettings):
     model: str = Field(description="model folder (hub layout)")
 
 
-class LimitsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # JSON requests
-    # Adapter uploads (raw safetensors): a rank-16 MedGemma-4B LoRA is 119 MB; twice that fits.
-    max_adapter_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+class LimitsConfig(StrictModel):
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="JSON requests")
+    max_adapter_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="adapter uploads (raw safetensors): a rank-16 MedGemma-4B LoRA is 119 MB; twice that fits",
+    )
     max_image_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64)  # per image, every DICOM frame counted
-    # Decoded pixels per request, all images together (about 1 GiB as RGB): without it, 256 small
-    # 4096x4096 PNGs in one 64 MiB body decode to 13 GB.
-    max_request_pixels: int = Field(16 * 4096 * 4096, ge=64 * 64)
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64, description="per image, every DICOM frame counted")
+    # Without it, 256 small 4096x4096 PNGs in one 64 MiB body decode to 13 GB.
+    max_request_pixels: int = Field(
+        16 * 4096 * 4096,
+        ge=64 * 64,
+        description="decoded pixels per request, all images together (about 1 GiB as RGB)",
+    )
     max_items: int = Field(256, ge=1)
     max_n: int = Field(16, ge=1)
 
 
-class ServerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ServerConfig(StrictModel):
     engine: EngineConfig
     limits: LimitsConfig = LimitsConfig()
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)  # 0 = pick a free port
-    # The name OpenAI clients use for the base model (vLLM's convention: default the model argument).
-    served_model_name: str | None = None
-    # vLLM's --api-key: when set, every /v1 endpoint needs `Authorization: Bearer <token>`. Adapter
-    # loads and deletes need it always: a server without one refuses them (closed by default).
-    api_token: str | None = None
-    data_root: Path | None = None  # image paths in requests are relative to this folder
-    adapter_root: Path | None = None  # load-by-path only from under this folder (none: uploads only)
-    adapter_dir: Path | None = None  # where loaded adapters are kept (default: tmpfs)
-    prompt_formats_file: Path | None = None  # extra prompt formats (name: instruction)
+    port: int = Field(8000, ge=0, le=65535, description="0 = pick a free port")
+    served_model_name: str | None = Field(
+        None,
+        description="the name OpenAI clients use for the base model (vLLM's convention: default the model "
+        "argument)",
+    )
+    api_token: str | None = Field(
+        None,
+        description="vLLM's --api-key: when set, every /v1 endpoint needs `Authorization: Bearer <token>`. "
+        "Adapter loads and deletes need it always: a server without one refuses them (closed by default)",
+    )
+    data_root: Path | None = Field(None, description="image paths in requests are relative to this folder")
+    adapter_root: Path | None = Field(
+        None, description="load-by-path only from under this folder (none: uploads only)"
+    )
+    adapter_dir: Path | None = Field(None, description="where loaded adapters are kept (default: tmpfs)")
+    prompt_formats_file: Path | None = Field(None, description="extra prompt formats (name: instruction)")
     default_prompt_format: str = "reasoning_a"
-    canary: bool = True  # prove each new adapter version is live before reporting success
+    canary: bool = Field(True, description="prove each new adapter version is live before reporting success")
 
     @property
     def model_name(self) -> str:

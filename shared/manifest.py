@@ -6,16 +6,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import field_validator
 
 from shared.atomic_files import atomic_writer
+from shared.config import StrictModel
 from shared.jsonl import read_jsonl_models
 from shared.labels import check_chexpert_labels
 
 
-class ManifestRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ManifestRecord(StrictModel):
     id: str
     image: str  # absolute, or relative to the manifest's folder
     labels: list[str]  # CheXpert label names (NIH images already mapped)

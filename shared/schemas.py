@@ -5,19 +5,16 @@ Every message that crosses a process boundary (HTTP or Ray) is one of these pyda
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from shared.config import StrictModel
 from shared.labels import CHEXPERT_LABELS
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # ----------------------------------------------------------------------------------------------
 # Images and prompts
 # ----------------------------------------------------------------------------------------------
-class ImageRef(Strict):
+class ImageRef(StrictModel):
     """One X-ray: base64 bytes (JPEG, PNG or DICOM) or a path relative to the server's data root."""
 
     b64: str | None = None
@@ -30,7 +27,7 @@ class ImageRef(Strict):
         return self
 
 
-class ChatMessage(Strict):
+class ChatMessage(StrictModel):
     """An OpenAI-style message; `content` is text or a list of parts ({"type": "text"|"image"})."""
 
     role: Literal["system", "user", "assistant"]
@@ -40,7 +37,7 @@ class ChatMessage(Strict):
 # ----------------------------------------------------------------------------------------------
 # Rollouts
 # ----------------------------------------------------------------------------------------------
-class AdapterSelector(Strict):
+class AdapterSelector(StrictModel):
     """Which LoRA adapter serves a request: a name and a version, or the latest version of a name.
 
     `name=None` serves the base model without an adapter.
@@ -50,7 +47,7 @@ class AdapterSelector(Strict):
     version: int | None = None  # None = latest loaded version
 
 
-class RolloutItem(Strict):
+class RolloutItem(StrictModel):
     item_id: str | None = None
     image: ImageRef
     prompt_format: str | None = "reasoning_a"
@@ -69,7 +66,7 @@ class RolloutItem(Strict):
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 
 
-class SamplingSettings(Strict):
+class SamplingSettings(StrictModel):
     n: Annotated[int, Field(ge=1)] = 4
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.8  # vLLM's own bounds
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
@@ -85,7 +82,7 @@ class RolloutRequest(SamplingSettings):
     adapter: AdapterSelector = AdapterSelector()
 
 
-class Completion(Strict):
+class Completion(StrictModel):
     text: str
     token_ids: list[int]
     logprobs: list[float]  # log-probability of each sampled token under the serving policy
@@ -94,27 +91,27 @@ class Completion(Strict):
     adapter_version: int | None  # the version that produced every token of this completion
 
 
-class RolloutTimings(Strict):
+class RolloutTimings(StrictModel):
     preprocess_s: float = 0.0  # decoding the X-ray and rendering the prompt
     generate_s: float = 0.0  # in the engine, queueing included
     total_s: float = 0.0
 
 
-class RolloutResult(Strict):
+class RolloutResult(StrictModel):
     item_id: str | None
     prompt_token_ids: list[int]
     completions: list[Completion]
     timings: RolloutTimings
 
 
-class RolloutResponse(Strict):
+class RolloutResponse(StrictModel):
     results: list[RolloutResult]
 
 
 # ----------------------------------------------------------------------------------------------
 # Adapters
 # ----------------------------------------------------------------------------------------------
-class ServerInfo(Strict):
+class ServerInfo(StrictModel):
     """What a trainer must know to reproduce the server's numbers."""
 
     model: str
@@ -128,7 +125,7 @@ class ServerInfo(Strict):
     image_attention: Literal["bidirectional", "causal"]
 
 
-class AdapterInfo(Strict):
+class AdapterInfo(StrictModel):
     name: str
     version: int
     rank: int
@@ -138,11 +135,11 @@ class AdapterInfo(Strict):
     canary_error: float | None = None  # max |served - trainer's| canary logprob, when the trainer sent them
 
 
-class AdapterList(Strict):
+class AdapterList(StrictModel):
     adapters: list[AdapterInfo]
 
 
-class AdapterUpdate(Strict):
+class AdapterUpdate(StrictModel):
     """LoRA weights only, as the trainer publishes them after an optimizer step."""
 
     name: str
@@ -159,7 +156,7 @@ class AdapterUpdate(Strict):
 # ----------------------------------------------------------------------------------------------
 # Rewards
 # ----------------------------------------------------------------------------------------------
-class RewardItem(Strict):
+class RewardItem(StrictModel):
     text: str
     n_tokens: int
     labels: list[str]  # ground truth, CheXpert label names
@@ -176,19 +173,19 @@ class RewardItem(Strict):
         return self
 
 
-class RewardRequest(Strict):
+class RewardRequest(StrictModel):
     batch_id: str
     items: list[RewardItem]
     state: dict[str, Any] | None = None  # the reward's carried state (e.g. the nuanced window)
 
 
-class LabelCounts(Strict):
+class LabelCounts(StrictModel):
     tp: int = 0
     fp: int = 0
     fn: int = 0
 
 
-class RewardResult(Strict):
+class RewardResult(StrictModel):
     batch_id: str
     reward_name: str
     reward_version: str

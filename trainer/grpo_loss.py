@@ -33,22 +33,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from shared.config import StrictModel
 
 Normalisation = Literal["dr_grpo", "token_mean", "sequence_mean"]
 
 
-class GrpoLossSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class GrpoLossSettings(StrictModel):
     beta: float = Field(0.15, ge=0.0)
     clip_low: float = Field(0.15, ge=0.0, lt=1.0)
     clip_high: float = Field(0.22, ge=0.0)
     normalisation: Normalisation = "dr_grpo"
     scale_rewards: Literal["none", "group_std"] = "none"
-    # Which distribution logp, logp_old and logp_ref (so the ratio and the KL) are taken under; see
-    # "Temperature" in the module docstring.
-    logprobs: Literal["tempered", "raw"] = "tempered"
+    logprobs: Literal["tempered", "raw"] = Field(
+        "tempered",
+        description="the distribution logp, logp_old and logp_ref (so the ratio and the KL) are taken under: "
+        "tempered at the sampling temperature, or raw (see trainer/grpo_loss.py)",
+    )
 
 
 def loss_temperature(settings: GrpoLossSettings, sampling_temperature: float) -> float:

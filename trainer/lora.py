@@ -10,19 +10,18 @@ import json
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from shared.config import StrictModel
 from shared.schemas import AdapterUpdate
 
 LANGUAGE_MODEL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class LoraSettings(BaseModel):
+class LoraSettings(StrictModel):
     """The paper's recipe: rank 16, alpha 32, dropout 0.1 on attention and MLP projections."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)

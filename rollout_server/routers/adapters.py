@@ -8,11 +8,12 @@ import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.datastructures import UploadFile
 
 from rollout_server.errors import invalid
 from rollout_server.routers.dependencies import ReadyService, get_ready_service, require_admin, require_token
+from shared.config import StrictModel
 from shared.schemas import AdapterInfo, AdapterList
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=[Depends(require_token)])
@@ -21,10 +22,8 @@ MAX_PARTS = 6
 WEIGHTS_CHUNK = 1024 * 1024
 
 
-class AdapterPathRequest(BaseModel):
+class AdapterPathRequest(StrictModel):
     """A PEFT adapter folder on the server's machine, under its adapter root (--adapter-root)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     path: str
