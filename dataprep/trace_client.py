@@ -1,31 +1,27 @@
-"""An OpenAI-compatible chat client for the teacher model (a vLLM server or a hosted API), with
-retries: exponential backoff with jitter on 429/500/502/503/504 and connection errors, honouring
-the server's `Retry-After`. Any other error status fails the one request, not the run."""
+"""An OpenAI-compatible chat client for the teacher model (a vLLM server or a hosted API), with the
+project's retry policy (`shared.http_retry`) on 429/500/502/503/504 and connection errors,
+honouring the server's `Retry-After`. Any other error status fails the one request, not the run."""
 
-import asyncio
-import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from shared.config import StrictModel
+from shared.http_retry import Retrying, RetryPolicy, http_timeout
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRY_AFTER_LIMIT_S = 600.0  # a longer Retry-After is a server's mistake, not a plan
+# A hosted API's rate limit can last a minute: longer waits than the project's other clients.
+TEACHER_RETRY = RetryPolicy(retries=5, backoff_s=1.0, max_backoff_s=60.0)
 
 
-class TeacherSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint: str  # base URL (".../v1") or the full ".../chat/completions" URL
+class TeacherSettings(StrictModel):
+    endpoint: str = Field(description='base URL (".../v1") or the full ".../chat/completions" URL')
     model: str
     api_key: str | None = None
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(5, ge=0)
-    initial_backoff_s: float = Field(1.0, ge=0)
-    max_backoff_s: float = Field(60.0, ge=0)
+    timeout_s: float = Field(120.0, gt=0, description="seconds per request")
+    retry: RetryPolicy = TEACHER_RETRY
     temperature: float | None = Field(None, ge=0)
     max_tokens: int | None = Field(None, gt=0)
 
@@ -51,24 +47,6 @@ class TeacherRequestFailed(Exception):
         self.detail = detail
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """`Retry-After` as seconds to wait: either delay-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), RETRY_AFTER_LIMIT_S)
-
-
 class TeacherClient:
     """Use as `async with TeacherClient(settings) as teacher: await teacher.complete(messages)`."""
 
@@ -76,9 +54,9 @@ class TeacherClient:
         self.settings = settings
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout_s), headers=headers, transport=transport
+            timeout=http_timeout(settings.timeout_s), headers=headers, transport=transport
         )
-        self._jitter = random.Random()
+        self._retrying = Retrying(settings.retry, RETRYABLE_STATUS)
 
     async def __aenter__(self) -> "TeacherClient":
         return self
@@ -86,40 +64,28 @@ class TeacherClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._http.aclose()
 
-    def backoff_s(self, attempt: int) -> float:
-        """Exponential backoff for retry number `attempt` (0-based), with jitter so that the
-        requests a rate limit turned away at once do not all come back at once."""
-        ceiling = min(self.settings.max_backoff_s, self.settings.initial_backoff_s * 2**attempt)
-        return ceiling * (0.5 + 0.5 * self._jitter.random())
-
     async def complete(self, messages: list[dict[str, Any]]) -> TeacherReply:
         body: dict[str, Any] = {"model": self.settings.model, "messages": messages}
         if self.settings.temperature is not None:
             body["temperature"] = self.settings.temperature
         if self.settings.max_tokens is not None:
             body["max_tokens"] = self.settings.max_tokens
-        attempts = self.settings.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                response = await self._http.post(self.settings.chat_url(), json=body)
-            except httpx.TransportError as error:
-                failure = TeacherRequestFailed("connection error", f"{type(error).__name__}: {error}")
-                wait = self.backoff_s(attempt)
-            else:
-                if response.status_code == 200:
-                    return _read_reply(response)
-                failure = TeacherRequestFailed(f"http {response.status_code}", _snippet(response))
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise failure
-                wait = retry_after_seconds(response.headers.get("retry-after"))
-                if wait is None:
-                    wait = self.backoff_s(attempt)
-            if attempt + 1 == attempts:
-                raise TeacherRequestFailed(
-                    f"{failure.reason} after {attempts} attempt{'s' if attempts > 1 else ''}", failure.detail
-                ) from None
-            await asyncio.sleep(wait)
-        raise AssertionError("unreachable")
+        url = self.settings.chat_url()
+        try:
+            response = await self._retrying.asend(lambda: self._http.post(url, json=body))
+        except httpx.TransportError as error:
+            raise TeacherRequestFailed(
+                f"connection error{self._after_attempts()}", f"{type(error).__name__}: {error}"
+            ) from None
+        if response.status_code == 200:
+            return _read_reply(response)
+        passing = response.status_code in RETRYABLE_STATUS  # final only once every attempt is spent
+        reason = f"http {response.status_code}" + (self._after_attempts() if passing else "")
+        raise TeacherRequestFailed(reason, _snippet(response))
+
+    def _after_attempts(self) -> str:
+        attempts = self.settings.retry.attempts
+        return f" after {attempts} attempt{'s' if attempts > 1 else ''}"
 
 
 def _snippet(response: httpx.Response, limit: int = 300) -> str:

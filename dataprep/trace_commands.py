@@ -119,7 +119,7 @@ def _add_common(parser: argparse.ArgumentParser, required: bool = False) -> None
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from dataprep.trace_client import TeacherSettings
+    from dataprep.trace_client import TEACHER_RETRY, TeacherSettings
     from dataprep.traces import TraceRunConfig, generate_traces
 
     missing = [flag for flag in ("manifest", "out", "endpoint", "model") if getattr(args, flag) is None]
@@ -139,8 +139,11 @@ def run_generate(args: argparse.Namespace) -> int:
             model=args.model,
             api_key=_api_key(args.api_key_env),
             timeout_s=args.timeout,
-            max_retries=args.max_retries,
-            initial_backoff_s=args.initial_backoff,
+            retry={
+                "retries": args.max_retries,
+                "backoff_s": args.initial_backoff,
+                "max_backoff_s": TEACHER_RETRY.max_backoff_s,
+            },
             temperature=args.temperature,
             max_tokens=args.max_tokens,
         ),

@@ -7,43 +7,21 @@ the right batch): a batch that fails is not recorded and leaves the state as it 
 batch that was scored last again returns the same result without advancing the state.
 
 Backends: a reward in this process, a Ray actor (`rewards.worker`), an HTTP service
-(`rewards.http_service`, with retries, backoff and timeouts), or the `RewardRouter`, asked before
+(`rewards.http_service`, with the project's retry policy, `shared.http_retry`), or the `RewardRouter`, asked before
 each batch which of the others to use (swapping rewards while training runs).
 """
 
 import hashlib
-import time
 from typing import Any, Protocol
 
 import httpx
 from pydantic import ValidationError
 
 from rewards.protocol import RewardError, RewardFunction, check_result, score_request
-from shared.errors import UserError
+from shared.http_retry import DEFAULT_RETRY, Retrying, RetryPolicy, http_timeout
 from shared.schemas import RewardItem, RewardRequest, RewardResult
 
-
-def unwrap_ray_error(error: Exception, what: str) -> RewardError:
-    """A Ray failure as one clear `RewardError`: the reward's own message when it raised one."""
-    import ray.exceptions
-
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, UserError):  # before the next test: RayTaskError(RewardError) is a RewardError too
-        return RewardError(str(cause))
-    if isinstance(error, RewardError):
-        return error
-    if isinstance(error, ray.exceptions.GetTimeoutError):
-        return RewardError(f"{what}: no answer in time ({error})")
-    if isinstance(error, ray.exceptions.RayTaskError) and cause is not None:
-        return RewardError(f"{what} failed: {cause!r}")
-    # An actor whose constructor raised carries only the formatted traceback.
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in reversed(lines):
-        for marker in ("RewardError: ", "UserError: "):
-            if marker in line:
-                return RewardError(line.split(marker, 1)[1])
-    reason = lines[-1] if lines else type(error).__name__
-    return RewardError(f"{what} failed: {type(error).__name__}: {reason}")
+SERVER_ERRORS = range(500, 600)
 
 
 class RewardBackend(Protocol):
@@ -78,13 +56,15 @@ class RayActorBackend:
 
     def reward_name(self) -> str:
         if self._name is None:
-            from rewards.worker import describe_worker
+            from rewards.worker import describe_worker  # Ray loads only for a Ray backend: start-up speed
 
             self._name = describe_worker(self.actor, self.timeout_s)["name"]
         return self._name
 
     def score(self, request: RewardRequest) -> RewardResult:
-        import ray
+        import ray  # only for a Ray backend: keeps start-up fast
+
+        from rewards.worker import unwrap_ray_error  # likewise
 
         try:
             return ray.get(self.actor.score.remote(request), timeout=self.timeout_s)
@@ -96,29 +76,26 @@ class RayActorBackend:
 
 
 class HttpBackend:
-    """`POST {url}/v1/rewards`; connection failures, timeouts and 5xx answers are retried with
-    exponential backoff, 4xx answers (bad request, a reward that raised) are not."""
+    """`POST {url}/v1/rewards`; connection failures, timeouts and 5xx answers are retried,
+    4xx answers (bad request, a reward that raised) are not."""
 
-    def __init__(self, url: str, timeout_s: float = 60.0, retries: int = 3, backoff_s: float = 0.5):
+    def __init__(self, url: str, timeout_s: float = 60.0, retry: RetryPolicy = DEFAULT_RETRY):
         self.url = url.rstrip("/")
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)))
+        self.retrying = Retrying(retry, SERVER_ERRORS)
+        self._http = httpx.Client(timeout=http_timeout(timeout_s))
         self._name: str | None = None
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(self.retries + 1):
-            try:
-                response = self._http.request(method, self.url + path, **kwargs)
-            except httpx.TransportError as error:
-                failure = f"{type(error).__name__}: {error}"
-            else:
-                if response.status_code < 500:
-                    return response
-                failure = f"HTTP {response.status_code}: {response.text[:300]}"
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * 2**attempt)
-        raise RewardError(f"reward service {self.url}{path}: {failure} (after {self.retries + 1} attempts)")
+        try:
+            response = self.retrying.send(lambda: self._http.request(method, self.url + path, **kwargs))
+        except httpx.TransportError as error:
+            failure = f"{type(error).__name__}: {error}"
+        else:
+            if response.status_code not in SERVER_ERRORS:
+                return response
+            failure = f"HTTP {response.status_code}: {response.text[:300]}"
+        attempts = self.retrying.policy.attempts
+        raise RewardError(f"reward service {self.url}{path}: {failure} (after {attempts} attempts)")
 
     def reward_name(self) -> str:
         if self._name is None:
@@ -166,7 +143,9 @@ class RouterBackend:
         self._backend: RayActorBackend | HttpBackend | None = None
 
     def _current(self) -> RayActorBackend | HttpBackend:
-        import ray
+        import ray  # only for a Ray backend: keeps start-up fast
+
+        from rewards.worker import unwrap_ray_error  # likewise
 
         try:
             target = ray.get(self.router.current.remote(), timeout=self.timeout_s)

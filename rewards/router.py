@@ -10,23 +10,24 @@ router mode asks it before each batch, so the first batch after a swap uses the 
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 from ray.actor import ActorHandle
 
 from rewards.protocol import RewardError
+from rewards.worker import start_reward_worker, unwrap_ray_error
+from shared.config import StrictModel
+from shared.errors import UserError
 
 ROUTER_NAME = "reward-router"
 
 
-class RewardTarget(BaseModel):
+class RewardTarget(StrictModel, arbitrary_types_allowed=True):
     """Where batches go now: a Ray worker (`actor` set) or an HTTP service (`url` set)."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
     generation: int
-    spec: str  # a reward name, an import path or an http(s) URL
+    spec: str = Field(description="a reward name, an import path or an http(s) URL")
     config: dict[str, Any] | None = None
-    actor: Any = None  # ActorHandle of the RewardWorker serving `spec`
+    actor: Any = Field(None, description="ActorHandle of the RewardWorker serving `spec`")
     url: str | None = None
 
 
@@ -38,11 +39,14 @@ class RewardRouter:
     def __init__(self, spec: str, config: dict[str, Any] | None = None, worker_options: dict | None = None):
         self._worker_options = worker_options or {}
         self._generation = 0
-        self._target = self._make_target(spec, config)
+        # A constructor's error would reach the caller only as a formatted traceback: kept, and
+        # raised by `current` as itself (see rewards/worker.py).
+        try:
+            self._target: RewardTarget | UserError = self._make_target(spec, config)
+        except UserError as error:
+            self._target = error
 
     def _make_target(self, spec: str, config: dict[str, Any] | None) -> RewardTarget:
-        from rewards.worker import start_reward_worker
-
         self._generation += 1
         if is_url(spec):
             return RewardTarget(generation=self._generation, spec=spec, url=spec.rstrip("/"))
@@ -50,12 +54,14 @@ class RewardRouter:
         return RewardTarget(generation=self._generation, spec=spec, config=config, actor=actor)
 
     def current(self) -> RewardTarget:
+        if isinstance(self._target, UserError):
+            raise self._target
         return self._target
 
     def swap(self, spec: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
         """Point later batches at `spec`. The new worker is started (and its reward loaded) before
         the swap takes effect: a spec that does not load leaves the current target in place."""
-        previous = self._target
+        previous = self.current()
         generation = self._generation
         try:
             self._target = self._make_target(spec, config)
@@ -78,8 +84,6 @@ def start_router(
     if namespace is not None:
         options["namespace"] = namespace
     router = ray.remote(RewardRouter).options(**options).remote(spec, config, worker_options)
-    from rewards.client import unwrap_ray_error
-
     try:
         ray.get(router.current.remote(), timeout=180)
     except Exception as error:
@@ -102,8 +106,6 @@ def swap_reward(
     spec: str, config: dict[str, Any] | None = None, namespace: str | None = None
 ) -> dict[str, Any]:
     """Tell the running router to use `spec` from the next batch on."""
-    from rewards.client import unwrap_ray_error
-
     router = find_router(namespace)
     try:
         return ray.get(router.swap.remote(spec, config), timeout=180)

@@ -1,22 +1,21 @@
 """A small typed client of the rollout server (httpx), sync and async, with retries and timeouts.
 
-Retries cover connection failures and 502/503/504 (a server still loading or restarting), with
-exponential backoff; a 4xx is the caller's mistake and raises `RolloutServerError` at once. Adapter
-loads are retried safely: each carries an idempotency key that its retries repeat, so a load whose
-answer was lost is not done twice. Adapters travel as raw safetensors (multipart upload).
+Retries (the project's one policy, `shared.http_retry`) cover connection failures and 502/503/504
+(a server still loading or restarting); a 4xx is the caller's mistake and raises `RolloutServerError`
+at once. Adapter loads are retried safely: each carries an idempotency key that its retries repeat,
+so a load whose answer was lost is not done twice. Adapters travel as raw safetensors (multipart upload).
 """
 
-import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from shared.http_retry import DEFAULT_RETRY, Retrying, RetryPolicy, http_timeout
 from shared.schemas import (
     AdapterInfo,
     AdapterList,
@@ -34,16 +33,6 @@ class RolloutServerError(RuntimeError):
     def __init__(self, status: int, field: str, reason: str):
         super().__init__(f"rollout server answered {status}: {field}: {reason}")
         self.status, self.field, self.reason = status, field, reason
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 4
-    backoff_s: float = 0.5
-    max_backoff_s: float = 8.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.backoff_s * 2**attempt)
 
 
 def _raise_for_error(response: httpx.Response) -> None:
@@ -84,12 +73,8 @@ class _Common:
     def __init__(self, base_url: str, token: str | None, timeout_s: float, retry: RetryPolicy):
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.timeout = httpx.Timeout(timeout_s, connect=10.0)
-        self.retry = retry
-
-    def _should_retry(self, response: httpx.Response | None, attempt: int) -> bool:
-        last = attempt + 1 >= self.retry.attempts
-        return not last and (response is None or response.status_code in RETRY_STATUSES)
+        self.timeout = http_timeout(timeout_s)
+        self.retrying = Retrying(retry, RETRY_STATUSES)
 
 
 class RolloutClient(_Common):
@@ -100,7 +85,7 @@ class RolloutClient(_Common):
         base_url: str,
         token: str | None = None,
         timeout_s: float = 600.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ):
         super().__init__(base_url, token, timeout_s, retry)
         self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
@@ -115,20 +100,9 @@ class RolloutClient(_Common):
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(self.retry.attempts):
-            try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if not self._should_retry(None, attempt):
-                    raise
-                time.sleep(self.retry.delay(attempt))
-                continue
-            if self._should_retry(response, attempt):
-                time.sleep(self.retry.delay(attempt))
-                continue
-            _raise_for_error(response)
-            return response
-        raise AssertionError("unreachable")
+        response = self.retrying.send(lambda: self._http.request(method, path, **kwargs))
+        _raise_for_error(response)
+        return response
 
     def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
         deadline = time.monotonic() + timeout_s
@@ -180,7 +154,7 @@ class AsyncRolloutClient(_Common):
         base_url: str,
         token: str | None = None,
         timeout_s: float = 600.0,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ):
         super().__init__(base_url, token, timeout_s, retry)
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
@@ -198,20 +172,9 @@ class AsyncRolloutClient(_Common):
         await self.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(self.retry.attempts):
-            try:
-                response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError:
-                if not self._should_retry(None, attempt):
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
-            if self._should_retry(response, attempt):
-                await asyncio.sleep(self.retry.delay(attempt))
-                continue
-            _raise_for_error(response)
-            return response
-        raise AssertionError("unreachable")
+        response = await self.retrying.asend(lambda: self._http.request(method, path, **kwargs))
+        _raise_for_error(response)
+        return response
 
     async def rollouts(self, request: RolloutRequest) -> RolloutResponse:
         response = await self._request(

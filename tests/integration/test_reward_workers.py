@@ -18,7 +18,8 @@ from rewards.client import HttpBackend, RewardClient
 from rewards.protocol import RewardError
 from rewards.registry import load_reward
 from rewards.router import start_router
-from rewards.worker import start_reward_worker
+from rewards.worker import RewardWorker, start_reward_worker
+from shared.http_retry import RetryPolicy
 from shared.schemas import RewardItem
 
 pytestmark = pytest.mark.integration
@@ -151,8 +152,9 @@ def test_http_retry_after_the_service_dies_mid_batch(tmp_path: Path) -> None:
     config = tmp_path / "slow.yaml"
     config.write_text(json.dumps({"sleep_s": 300.0, "attempts_file": str(attempts)}))  # killed during it
     port = free_port()
-    # Backoff 0.5 s doubling over 8 retries waits up to ~2 minutes for the replacement to come up.
-    client = RewardClient(HttpBackend(f"http://127.0.0.1:{port}", timeout_s=30, retries=8, backoff_s=0.5))
+    # Backoff from 0.5 s doubling to 30 s over 12 retries waits at least ~105 s for the replacement.
+    retry = RetryPolicy(retries=12, backoff_s=0.5, max_backoff_s=30.0)
+    client = RewardClient(HttpBackend(f"http://127.0.0.1:{port}", timeout_s=30, retry=retry))
     items = [RewardItem(text="x", labels=["Edema"], n_tokens=1)]
     outcome: dict = {}
     with reward_service(SLOW, port=port, config=config, crash=True):
@@ -172,7 +174,9 @@ def test_http_retry_after_the_service_dies_mid_batch(tmp_path: Path) -> None:
 
 def test_unreachable_service_is_a_clear_error() -> None:
     client = RewardClient(
-        HttpBackend(f"http://127.0.0.1:{free_port()}", timeout_s=2, retries=2, backoff_s=0.01)
+        HttpBackend(
+            f"http://127.0.0.1:{free_port()}", timeout_s=2, retry=RetryPolicy(retries=2, backoff_s=0.01)
+        )
     )
     with pytest.raises(RewardError, match="after 3 attempts"):
         client.score("b", [RewardItem(text="x", labels=[], n_tokens=1)])
@@ -193,7 +197,7 @@ def test_plugin_failures_through_ray_and_http(local_ray, plugin: str, message: s
     finally:
         local_ray.kill(actor)
     with reward_service(spec) as url:
-        client = RewardClient.for_url(url, retries=0)
+        client = RewardClient.for_url(url, retry=RetryPolicy(retries=0))
         with pytest.raises(RewardError, match=f"HTTP 422.*{message}"):
             client.score("b1", items)
         assert client.states == {} and client.batches_scored == 0
@@ -202,6 +206,20 @@ def test_plugin_failures_through_ray_and_http(local_ray, plugin: str, message: s
 def test_worker_with_a_plugin_that_does_not_import(local_ray) -> None:
     with pytest.raises(RewardError, match="cannot import reward plugin 'no_such_module:Reward'"):
         start_reward_worker("no_such_module:Reward")
+
+
+def test_a_reward_that_does_not_load_reaches_the_caller_as_a_typed_error(local_ray) -> None:
+    """Not a dead actor's formatted traceback to search for a string: the RewardError itself."""
+    actor = local_ray.remote(RewardWorker).remote("no_such_module:Reward")
+    try:
+        with pytest.raises(local_ray.exceptions.RayTaskError) as caught:
+            local_ray.get(actor.describe.remote(), timeout=120)
+        assert isinstance(caught.value.cause, RewardError)
+        assert "cannot import reward plugin 'no_such_module:Reward'" in str(caught.value.cause)
+    finally:
+        local_ray.kill(actor)
+    with pytest.raises(RewardError, match="cannot import reward plugin 'no_such_module:Reward'"):
+        start_router("no_such_module:Reward", namespace="router-that-does-not-load")
 
 
 def swap_cli(address: str, *args: str) -> subprocess.CompletedProcess:

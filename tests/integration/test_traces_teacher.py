@@ -168,7 +168,7 @@ def test_generation_validates_retries_and_counts(tmp_path, rg1_dicom_path):
     teacher = StandInTeacher(SCRIPTED, hold_until_overlap=True)
     with ThreadedServer(teacher.app) as server:
         settings = TeacherSettings(
-            endpoint=server.url, model="teacher-xl", max_retries=2, initial_backoff_s=0.01
+            endpoint=server.url, model="teacher-xl", retry={"retries": 2, "backoff_s": 0.01}
         )
         config = TraceRunConfig(
             manifest=manifest, out=out, teacher=settings, concurrency=3, max_image_side=256, progress=False
@@ -311,7 +311,7 @@ def test_rejected_traces_are_replaced_from_the_reserve_until_the_set_is_full(tmp
     out = tmp_path / "sft" / "traces.jsonl"
     teacher = StandInTeacher({"Pneumothorax": ["wrong"], "Atelectasis": ["no tags"], "Fracture": ["no tags"]})
     with ThreadedServer(teacher.app) as server:
-        settings = TeacherSettings(endpoint=server.url, model="teacher-xl", max_retries=0)
+        settings = TeacherSettings(endpoint=server.url, model="teacher-xl", retry={"retries": 0})
         config = TraceRunConfig(
             manifest=manifest, out=out, reserve=reserve, teacher=settings, concurrency=2, progress=False
         )

@@ -6,8 +6,6 @@ import base64
 import io
 import json
 import time
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 
 import httpx
@@ -15,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataprep.trace_client import TeacherClient, TeacherRequestFailed, TeacherSettings, retry_after_seconds
+from dataprep.trace_client import TeacherClient, TeacherRequestFailed, TeacherSettings
 from dataprep.trace_output import JsonlAppender, recover_output, relocate_image
 from dataprep.trace_prompts import image_data_uri, teacher_messages, teacher_prompt
 from dataprep.trace_validation import check_trace
@@ -102,16 +100,6 @@ def test_check_trace(text, reason):
     assert bool(verdict.detail) == (reason != "")
 
 
-def test_retry_after_seconds_reads_delays_and_dates():
-    now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert retry_after_seconds("7", now) == 7.0
-    assert retry_after_seconds(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
-    assert retry_after_seconds(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
-    assert retry_after_seconds("99999", now) == 600.0
-    assert retry_after_seconds("soon", now) is None
-    assert retry_after_seconds(None, now) is None
-
-
 def _chat_reply(text: str) -> httpx.Response:
     body = {
         "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -142,7 +130,7 @@ def _complete(settings: TeacherSettings, answers: list) -> tuple[object, list[ht
     return asyncio.run(run()), seen
 
 
-FAST = {"endpoint": "http://teacher.test/v1", "model": "big", "initial_backoff_s": 0.001, "max_retries": 2}
+FAST = {"endpoint": "http://teacher.test/v1", "model": "big", "retry": {"retries": 2, "backoff_s": 0.001}}
 
 
 def test_client_retries_connection_errors_and_5xx_then_succeeds():
@@ -184,17 +172,6 @@ def test_client_reports_a_malformed_answer():
 def test_full_chat_completions_url_is_kept():
     settings = TeacherSettings(endpoint="https://api.example/v1/chat/completions/", model="m")
     assert settings.chat_url() == "https://api.example/v1/chat/completions"
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_ceiling():
-    client = TeacherClient(
-        TeacherSettings(endpoint="http://x", model="m", initial_backoff_s=1, max_backoff_s=5)
-    )
-    for attempt, ceiling in [(0, 1), (1, 2), (2, 4), (3, 5), (9, 5)]:
-        waits = [client.backoff_s(attempt) for _ in range(50)]
-        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
-        assert len(set(waits)) > 1
-    asyncio.run(client.__aexit__(None, None, None))
 
 
 def _record_line(record_id: str) -> str:

@@ -105,7 +105,7 @@ def test_unset_api_key_variable_is_named(manifest, tmp_path, monkeypatch):
 
 
 def _config(manifest, out, **changes) -> TraceRunConfig:
-    teacher = TeacherSettings(endpoint=f"http://127.0.0.1:{free_port()}/v1", model="m", max_retries=0)
+    teacher = TeacherSettings(endpoint=f"http://127.0.0.1:{free_port()}/v1", model="m", retry={"retries": 0})
     return TraceRunConfig(manifest=manifest, out=out, teacher=teacher, progress=False, **changes)
 
 
