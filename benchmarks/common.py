@@ -10,14 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shared.atomic_files import replace_folder
+from shared.atomic_files import atomic_folder
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 WEIGHT_INDEX = "model.safetensors.index.json"
@@ -145,17 +144,12 @@ def save_merged_model(peft_model: Any, base_dir: Path, out: Path) -> Path:
 
     The PEFT model is consumed (its LoRA layers are folded away)."""
     merged = peft_model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_folder(out) as staging:
         for path in base_dir.iterdir():
             if path.is_file() and not path.name.endswith(WEIGHT_SUFFIXES) and path.name != WEIGHT_INDEX:
                 shutil.copy2(path, staging / path.name)
         merged.save_pretrained(staging)
         _align_tensor_names(staging, base_dir)
-        replace_folder(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

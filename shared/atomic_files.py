@@ -41,6 +41,21 @@ def write_csv_atomically(path: str | Path, header: Sequence[str], rows: Iterable
     return write_atomically(path, buffer.getvalue())
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """A fresh folder beside `target` to fill, put in `target`'s place (`replace_folder`) only once
+    the `with` block ends without error; otherwise removed, and `target` is as it was."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        os.chmod(staging, 0o755)  # mkdtemp creates 0700; what we write is shared data
+        replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Put the complete folder `new` at `target`; the previous one is moved aside first and
     removed only once the new one is in place."""

@@ -5,8 +5,9 @@ accumulation to an effective batch of 8, validation loss after each epoch with e
 the best epoch's adapter kept. The loss is the mean over all answer tokens of an accumulation
 window (not a mean of per-example means), so every answer token weighs the same.
 
-Output folder: `adapter/` (best epoch), `checkpoint/` (last epoch, for `--resume`),
-`metrics.jsonl` (a line per optimizer step and per epoch), `sft_summary.json`, `sft_config.json`.
+Output folder: `adapter/` (best epoch), `checkpoints/` (the last epoch's, for `--resume`: the
+scheme of trainer/checkpoint.py, GRPO's too), `metrics.jsonl` (a line per optimizer step and per
+epoch), `sft_summary.json`, `sft_config.json`.
 """
 
 import dataclasses
@@ -14,8 +15,6 @@ import functools
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +25,28 @@ from pydantic import BaseModel
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from shared.atomic_files import replace_folder
+from shared.atomic_files import write_atomically
 from shared.errors import UserError
 from shared.jsonl import JsonlLog
 from shared.manifest import ManifestRecord
 from shared.prompts import PromptRegistry, user_messages
-from trainer.checkpoint import capture_rng, restore_rng
+from trainer.checkpoint import (
+    CHECKPOINTS,
+    OLD_SFT_CHECKPOINTS,
+    adopt_old_sft_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    read_checkpoint_state,
+    save_adapter,
+    save_checkpoint,
+)
 from trainer.model import end_of_turn_ids, load_policy, resolve_device, resolve_dtype, trainable_parameters
 from trainer.sft_config import SftConfig
 from trainer.sft_data import IGNORE_INDEX, SftBatch, SftDataset, collate, hold_out_patients, read_sft_manifest
 
 log = logging.getLogger("cxr_rl.sft")
 ADAPTER_NAME = "policy"
-CHECKPOINT = "checkpoint"
 
 
 class SftSummary(BaseModel):
@@ -157,11 +165,10 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
     prompt_messages = user_messages(prompts.get(config.data.sft_format))
     train_records, val_records = sft_records(config)
     checkpoint = prepare_output(out, config, resume)
-    saved = torch.load(checkpoint / "trainer_state.pt", weights_only=False) if checkpoint else None
-    state = RunState(**saved["state"]) if saved else RunState()
+    state = RunState(**read_checkpoint_state(checkpoint)) if checkpoint else RunState()
     if state.stop_reason != "running":
         result = summary(config, state, len(train_records), len(val_records), out)
-        write_json_atomic(out / "sft_summary.json", result.model_dump())
+        write_json(out / "sft_summary.json", result.model_dump())
         return result
 
     training = config.training
@@ -174,7 +181,6 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
         device=device,
         dtype=dtype,
         gradient_checkpointing=config.gradient_checkpointing,
-        adapter_path=checkpoint / "adapter" if checkpoint else None,
         adapter_name=ADAPTER_NAME,
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
@@ -204,10 +210,10 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
     warmup = math.ceil(training.warmup_ratio * total_steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     metrics = JsonlLog(out / "metrics.jsonl")
-    if saved:
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        restore_rng(saved["rng"])  # dropout masks continue as in an uninterrupted run
+    if checkpoint is not None:  # its RNG states too: dropout masks continue as in an uninterrupted run
+        load_checkpoint(
+            checkpoint, model=model, adapter_name=ADAPTER_NAME, optimizer=optimizer, scheduler=scheduler
+        )
         metrics.keep(
             lambda entry: entry.get("step", 0) <= state.step and entry.get("epoch", 0) <= state.epoch
         )
@@ -251,8 +257,12 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
             )  # fmt: skip
             result = summary(config, state, len(train_records), len(val_records), out)
             if state.stop_reason != "running":  # its presence says the run is done (the driver relies on it)
-                write_json_atomic(out / "sft_summary.json", result.model_dump())
-            write_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, state)
+                write_json(out / "sft_summary.json", result.model_dump())
+            save_checkpoint(
+                out, state.step, model=model, adapter_name=ADAPTER_NAME, optimizer=optimizer,
+                scheduler=scheduler, state=dataclasses.asdict(state),
+            )  # fmt: skip
+            prune_checkpoints(out, keep=1)
     finally:
         progress.close()
     return result
@@ -294,22 +304,21 @@ def prepare_output(out: Path, config: SftConfig, resume: bool) -> Path | None:
     Resuming a run that has not finished an epoch yet (or none at all) starts it from the beginning."""
     recorded = out / "sft_config.json"
     wanted = config.model_dump(mode="json", exclude={"out", "progress"})
-    checkpoint = find_checkpoint(out) if out.is_dir() else None
-    if recorded.is_file():
-        if not resume:
-            raise UserError(
-                f"{out} already holds an SFT run; pass --resume to continue it, or choose another --out"
-            )
-        differing = changed_keys(json.loads(recorded.read_text()), wanted)
-        if differing:
-            raise UserError(f"--resume: the config differs from the run's in {', '.join(differing)}")
-    elif checkpoint is not None:
-        raise UserError(f"{out} holds an SFT checkpoint but no sft_config.json; choose another --out")
+    if not recorded.is_file():
+        if any((out / name).exists() for name in (CHECKPOINTS, *OLD_SFT_CHECKPOINTS)):
+            raise UserError(f"{out} holds an SFT checkpoint but no sft_config.json; choose another --out")
+        write_json(recorded, wanted)
+        return None
+    if not resume:
+        raise UserError(
+            f"{out} already holds an SFT run; pass --resume to continue it, or choose another --out"
+        )
+    differing = changed_keys(json.loads(recorded.read_text()), wanted)
+    if differing:
+        raise UserError(f"--resume: the config differs from the run's in {', '.join(differing)}")
+    checkpoint = adopt_old_sft_checkpoint(out) or latest_checkpoint(out)
     if checkpoint is None:
-        if resume and recorded.is_file():
-            log.warning("no finished epoch to resume from in %s; starting from the beginning", out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(recorded, wanted)
+        log.warning("no finished epoch to resume from in %s; starting from the beginning", out)
     return checkpoint
 
 
@@ -324,43 +333,5 @@ def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def find_checkpoint(out: Path) -> Path | None:
-    # `.checkpoint.old` is the previous checkpoint, left alone only when a swap was cut short.
-    for folder in (out / CHECKPOINT, out / f".{CHECKPOINT}.old"):
-        if (folder / "trainer_state.pt").is_file():
-            return folder
-    return None
-
-
-def write_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any, state: RunState) -> None:
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        save_adapter(model, ADAPTER_NAME, staging / "adapter")
-        trainer_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": capture_rng(),
-            "state": dataclasses.asdict(state),
-        }
-        torch.save(trainer_state, staging / "trainer_state.pt")
-        replace_folder(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def save_adapter(model: Any, adapter_name: str, folder: Path) -> None:
-    """The adapter's PEFT files (adapter_config.json, adapter_model.safetensors) directly in
-    `folder`, replacing what was there only once the new files are complete."""
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        model.save_pretrained(staging, selected_adapters=[adapter_name])
-        written = staging / adapter_name  # PEFT puts any adapter not named "default" in a subfolder
-        replace_folder(written if written.is_dir() else staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)
+def write_json(path: Path, data: Any) -> None:
+    write_atomically(path, json.dumps(data, indent=2) + "\n")

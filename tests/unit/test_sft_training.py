@@ -3,6 +3,7 @@ is written and loads again, early stopping stops, and an interrupted run resumes
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 from shared.errors import UserError
 from shared.manifest import read_manifest, write_manifest
 from trainer import sft
+from trainer.checkpoint import latest_checkpoint
 from trainer.lora import LoraSettings
 from trainer.model import load_policy
 from trainer.sft import RunState, SftSummary, train_sft, validation_loss
@@ -121,18 +123,31 @@ def validation_loader(config: SftConfig, processor) -> torch.utils.data.DataLoad
     )
 
 
-def test_an_interrupted_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path, monkeypatch):
-    config, _, uninterrupted = finished_run
-    real_write_checkpoint = sft.write_checkpoint
+def crash_after_the_first_checkpoint(config: SftConfig, out: Path, monkeypatch) -> None:
+    real_save_checkpoint = sft.save_checkpoint
 
-    def crash_after_first_checkpoint(*args, **kwargs):
-        real_write_checkpoint(*args, **kwargs)
+    def crash(*args, **kwargs):
+        real_save_checkpoint(*args, **kwargs)
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(sft, "write_checkpoint", crash_after_first_checkpoint)
+    monkeypatch.setattr(sft, "save_checkpoint", crash)
     with pytest.raises(KeyboardInterrupt):
-        train_sft(config, tmp_path)
-    monkeypatch.setattr(sft, "write_checkpoint", real_write_checkpoint)
+        train_sft(config, out)
+    monkeypatch.setattr(sft, "save_checkpoint", real_save_checkpoint)
+
+
+def test_checkpoints_follow_the_one_scheme(finished_run):
+    _, out, summary = finished_run
+    latest = out / "checkpoints" / f"step-{summary.steps:06d}"
+    assert (out / "checkpoints" / "latest").read_text() == latest.name
+    assert [path.name for path in (out / "checkpoints").iterdir()] == sorted(["latest", latest.name])
+    assert sorted(path.name for path in latest.iterdir()) == ["adapter", "state.json", "trainer.pt"]
+    assert json.loads((latest / "state.json").read_text())["stop_reason"] == "epochs"
+
+
+def test_an_interrupted_run_resumes_to_the_uninterrupted_result(finished_run, tmp_path, monkeypatch):
+    config, _, uninterrupted = finished_run
+    crash_after_the_first_checkpoint(config, tmp_path, monkeypatch)
     with (tmp_path / "metrics.jsonl").open("a") as log:  # a step the crash left after the checkpoint
         log.write(json.dumps({"kind": "step", "step": 99, "epoch": 2, "loss": 0.0}) + "\n")
 
@@ -147,6 +162,45 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(finished_run, tm
     steps = [entry["step"] for entry in metrics(tmp_path) if entry["kind"] == "step"]
     assert steps == list(range(1, resumed.steps + 1))
     assert train_sft(config, tmp_path, resume=True) == resumed  # a finished run has nothing left to do
+
+
+def to_old_layout(out: Path) -> None:
+    """What an earlier cxr-rl left after an epoch: `checkpoint/` holding the adapter and
+    `trainer_state.pt` (optimizer, scheduler, RNG and the run state together)."""
+    folder = latest_checkpoint(out)
+    saved = torch.load(folder / "trainer.pt", weights_only=False)
+    saved["state"] = json.loads((folder / "state.json").read_text())
+    shutil.copytree(folder / "adapter", out / "checkpoint" / "adapter")
+    torch.save(saved, out / "checkpoint" / "trainer_state.pt")
+    shutil.rmtree(out / "checkpoints")
+
+
+def test_a_run_folder_of_the_old_layout_resumes_to_the_uninterrupted_result(
+    finished_run, tmp_path, monkeypatch
+):
+    config, _, uninterrupted = finished_run
+    crash_after_the_first_checkpoint(config, tmp_path, monkeypatch)
+    to_old_layout(tmp_path)
+    resumed = train_sft(config, tmp_path, resume=True)
+    assert resumed.steps == uninterrupted.steps
+    assert resumed.val_loss == pytest.approx(uninterrupted.val_loss, rel=1e-5)
+    assert resumed.train_loss == pytest.approx(uninterrupted.train_loss, rel=1e-5)
+    assert not (tmp_path / "checkpoint").exists()
+    assert (tmp_path / "checkpoints" / "latest").read_text() == f"step-{resumed.steps:06d}"
+
+
+def test_an_old_layout_checkpoint_that_cannot_be_read_is_refused(finished_run, tmp_path):
+    config, _, _ = finished_run
+    (tmp_path / "sft_config.json").write_text(
+        json.dumps(config.model_dump(mode="json", exclude={"out", "progress"}))
+    )
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "trainer_state.pt").write_bytes(b"cut short")
+    with pytest.raises(
+        UserError, match=r"layout of an earlier cxr-rl .* start the run again with another --out"
+    ):
+        train_sft(config, tmp_path, resume=True)
+    assert (tmp_path / "checkpoint" / "trainer_state.pt").read_bytes() == b"cut short"  # left alone
 
 
 def test_resume_refuses_a_changed_config(finished_run):
