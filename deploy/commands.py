@@ -1,6 +1,8 @@
 """`cxr-rl train` (the driver) and `cxr-rl plan-memory`."""
 
 import argparse
+import sys
+from typing import Any
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,9 +84,42 @@ def add_plan_memory_parser(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from deploy.driver import run_from_args
+    # The driver imports Ray, the trainer's configs and the evaluator: only for `train`, so that
+    # `cxr-rl --help` answers at once.
+    from deploy.driver import load_run_config, train
+    from deploy.interrupts import StopSignals, stopped_message
+    from shared.config import describe_config
 
-    return run_from_args(args)
+    overrides: dict[str, Any] = {}
+    if args.run_dir:
+        overrides["run_dir"] = args.run_dir
+    if args.grpo_steps:
+        overrides["grpo"] = {"max_steps": args.grpo_steps}
+    config = load_run_config(args.config, overrides)  # the whole config is checked before any work
+    if args.check:
+        print("\n".join(describe_config(config)))
+        split = config.gpu_split()
+        if split is not None:
+            print("\n".join(f"# from gpu: {line}" for line in split.describe()))
+        return 0
+    with StopSignals() as stop:
+        try:
+            train(config, resume=args.resume, address=args.address)
+        except KeyboardInterrupt:  # our RunStopped, or Ray's KeyboardInterrupt raised for it
+            if stop.received is None:
+                raise
+            leave_ray()  # stopped before the actors were placed: nothing else to stop
+            print(stopped_message(stop, config.run_dir, args), file=sys.stderr, flush=True)
+            return stop.exit_status
+    return 0
+
+
+def leave_ray() -> None:
+    if "ray" in sys.modules:
+        import ray  # already loaded (checked above): no start-up cost
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def run_plan_memory(args: argparse.Namespace) -> int:

@@ -1,12 +1,12 @@
 """The driver: connect to a running Ray cluster, place the rollout replicas, the reward worker and
 the trainer as actors, run SFT then GRPO with evaluation every K steps, write everything of the run
-into its folder, and shut every actor down on exit or Ctrl-C.
+into its folder, and shut every actor down on exit or Ctrl-C. `cxr-rl train` (deploy/commands.py)
+reads the command line and calls `train`.
 
     ray start --head
-    python -m deploy.driver --config deploy/configs/default.yaml
+    cxr-rl train --config deploy/configs/default.yaml
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -16,13 +16,14 @@ from typing import Any
 
 from deploy.config import RunConfig
 from deploy.embedded import RunInputs, prepare_inputs
-from deploy.interrupts import StopSignals, stopped_message
+from deploy.final_report import final_report
 from deploy.observability import RunMetrics, evaluation_curve, read_metrics, training_plots
 from deploy.placement import Placement
+from deploy.run_outcome import RunOutcome
 from deploy.run_summary import write_run_summary
 from deploy.validation import TrainingValidation
 from evaluation.runner import UnreachableServer
-from shared.config import describe_config, load_config
+from shared.config import load_config
 from shared.schemas import AdapterSelector
 
 log = logging.getLogger("cxr_rl.driver")
@@ -83,7 +84,7 @@ def run_grpo(
     run_dir: Path,
     sft_adapter: Path | None,
     resume: bool,
-) -> dict[str, Any]:
+) -> RunOutcome:
     import ray
     from tqdm import tqdm
 
@@ -155,29 +156,22 @@ def run_grpo(
                 urls = placement.replica_urls()  # a replica restarted during the step has a new port
                 evaluate(step)
     metrics.close()
-    return {
-        "grpo_config": grpo_config,
-        "validation": validation,
-        "final_step": step,
-        "urls": urls,
-        "inputs": inputs,
-        "api_token": placement.api_token,  # for the final report's adapter loads; never written out
-    }
+    return RunOutcome(grpo_config, validation, step, inputs, urls, api_token=placement.api_token)
 
 
-def finish(run_dir: Path, config: RunConfig, outcome: dict[str, Any], timings: dict[str, float]) -> None:
+def finish(
+    run_dir: Path, config: RunConfig, outcome: RunOutcome, timings: dict[str, float], started: float
+) -> None:
     grpo_metrics = read_metrics(run_dir / "metrics.jsonl", "grpo")
     plots = training_plots(grpo_metrics, run_dir / "plots")
-    validation: TrainingValidation = outcome["validation"]
+    validation = outcome.validation
     curve = evaluation_curve(
         sorted(validation.points, key=lambda p: p["step"]), run_dir / "plots" / "validation_macro_f1.png"
     )
     selection = validation.selection()
-    from deploy.final_report import final_report
-
-    inputs: RunInputs = outcome["inputs"]  # report sets only: the selection sets are never re-scored
+    inputs = outcome.inputs  # report sets only: the selection sets are never re-scored
     report = final_report(run_dir, outcome, selection, inputs.report_sets, inputs.rl_manifest)
-    outcome["wall_s"] = time.perf_counter() - outcome.get("run_started", time.perf_counter())
+    outcome.wall_s = time.perf_counter() - started
     write_run_summary(
         run_dir, config, outcome, grpo_metrics, selection, report, timings, plots + ([curve] if curve else [])
     )
@@ -217,9 +211,8 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
         outcome = run_grpo(placement, config, inputs, run_dir, sft_adapter, resume)
         timings["grpo_s"] = time.perf_counter() - phase
         phase = time.perf_counter()
-        outcome["urls"] = placement.replica_urls()  # current even if a replica restarted at the end
-        outcome["run_started"] = started
-        finish(run_dir, config, outcome, timings)
+        outcome.urls = placement.replica_urls()  # current even if a replica restarted at the end
+        finish(run_dir, config, outcome, timings, started)
         timings["report_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started
     log.info("run finished in %.0f s; everything is in %s", timings["total_s"], run_dir)
@@ -228,51 +221,3 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
 
 def load_run_config(path: str | None, overrides: dict[str, Any]) -> RunConfig:
     return load_config(path or DEFAULT_CONFIG, RunConfig, overrides=overrides)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from deploy.commands import add_train_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m deploy.driver", description=__doc__.split("\n\n")[0])
-    add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    from cxr_rl.cli import run_reporting_errors
-
-    return run_reporting_errors("train", lambda: run_from_args(args))
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    if args.run_dir:
-        overrides["run_dir"] = args.run_dir
-    if args.grpo_steps:
-        overrides["grpo"] = {"max_steps": args.grpo_steps}
-    config = load_run_config(args.config, overrides)  # the whole config is checked before any work
-    if args.check:
-        print("\n".join(describe_config(config)))
-        split = config.gpu_split()
-        if split is not None:
-            print("\n".join(f"# from gpu: {line}" for line in split.describe()))
-        return 0
-    with StopSignals() as stop:
-        try:
-            train(config, resume=args.resume, address=args.address)
-        except KeyboardInterrupt:  # our RunStopped, or Ray's KeyboardInterrupt raised for it
-            if stop.received is None:
-                raise
-            leave_ray()  # stopped before the actors were placed: nothing else to stop
-            print(stopped_message(stop, config.run_dir, args), file=sys.stderr, flush=True)
-            return stop.exit_status
-    return 0
-
-
-def leave_ray() -> None:
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

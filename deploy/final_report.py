@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import ReportSet
+from deploy.run_outcome import RunOutcome
+from evaluation.datasets import EvalDataset
 from evaluation.outcome import EvaluationOutcome
+from evaluation.runner import evaluate_checkpoints, load_adapter_folder
 from rollout_server.client import RolloutClient
 
 log = logging.getLogger("cxr_rl.driver")
@@ -53,22 +56,19 @@ def relabel(outcome: EvaluationOutcome, names: dict[str, str]) -> EvaluationOutc
 
 def final_report(
     run_dir: Path,
-    outcome: dict[str, Any],
+    outcome: RunOutcome,
     selection: dict[str, Any],
     report_sets: list[ReportSet],
     train_manifest: Path | None,
 ) -> dict[str, Any] | None:
     """Score SFT, the chosen step and the last step on the report sets; None without report sets."""
-    from evaluation.datasets import EvalDataset
-    from evaluation.runner import evaluate_checkpoints, load_adapter_folder
-
     if not report_sets:
         log.info("no report sets: no final report")
         return None
-    validation = outcome["validation"]
+    validation = outcome.validation
     points = {point["step"]: point for point in validation.points}
     chosen_step = selection["chosen"]["step"] if selection else None
-    labels = checkpoint_labels(chosen_step, outcome["final_step"])
+    labels = checkpoint_labels(chosen_step, outcome.final_step)
     datasets = {
         report.name: EvalDataset(manifest=Path(report.manifest), label_set=report.label_set)
         for report in report_sets
@@ -84,7 +84,7 @@ def final_report(
     if not settings.in_distribution:  # the runner needs one set to call in distribution
         settings = settings.model_copy(update={"in_distribution": [report_sets[0].name]})
     # Adapter loads are admin calls: the run's own API token, when the driver gave its replicas one.
-    with RolloutClient(outcome["urls"][0], token=outcome.get("api_token")) as client:
+    with RolloutClient(outcome.urls[0], token=outcome.api_token) as client:
         selectors = {
             f"final-step-{step}": load_adapter_folder(client, f"final-step-{step}", points[step]["adapter"])
             for step in labels

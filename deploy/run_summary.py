@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.config import RunConfig
+from deploy.embedded import RunInputs
+from deploy.run_outcome import RunOutcome
 from shared.atomic_files import write_atomically
 
 HEADLINE = ("reward_mean", "reward_std", "kl", "entropy", "completion_len_mean", "clip_low_frac", "clip_high_frac",
@@ -26,8 +28,8 @@ def _with_ci(value: float | None, ci: list[float] | None) -> str:
     return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
 
 
-def sets_section(config: RunConfig, outcome: dict[str, Any]) -> list[str]:
-    inputs, validation = outcome["inputs"], outcome["validation"]
+def sets_section(config: RunConfig, outcome: RunOutcome) -> list[str]:
+    inputs, validation = outcome.inputs, outcome.validation
     lines = ["", "## Data sets", ""]
     lines.append(
         "Selection sets are scored every K GRPO steps to choose a checkpoint; report sets only at the end. "
@@ -44,7 +46,7 @@ def sets_section(config: RunConfig, outcome: dict[str, Any]) -> list[str]:
     return lines
 
 
-def ood_report_notes(inputs: Any) -> list[str]:
+def ood_report_notes(inputs: RunInputs) -> list[str]:
     ood = [report.name for report in inputs.report_sets if report.role == "out_of_distribution"]
     if len(ood) >= 2:
         return [f"{len(ood)} out-of-distribution report sets ({', '.join(ood)}), as {PAPER_OOD}"]
@@ -128,7 +130,7 @@ def final_section(run_dir: Path, report: dict[str, Any] | None) -> list[str]:
 def write_run_summary(
     run_dir: Path,
     config: RunConfig,
-    outcome: dict[str, Any],
+    outcome: RunOutcome,
     grpo_metrics: list[dict[str, Any]],
     selection: dict[str, Any],
     report: dict[str, Any] | None,
@@ -136,11 +138,11 @@ def write_run_summary(
     plots: list[Path],
 ) -> Path:
     lines = [f"# Run `{config.name}`", ""]
-    grpo_config = outcome["grpo_config"]
+    grpo_config = outcome.grpo_config
     lines += [
         f"- model: `{grpo_config.model}`; SFT adapter: `{grpo_config.sft_adapter}`",
-        f"- GRPO steps: {outcome['final_step']} of {grpo_config.max_steps}; adapter `{grpo_config.adapter_name}` "
-        f"versions 0..{outcome['final_step']} published to {config.rollout.replicas} replica(s)",
+        f"- GRPO steps: {outcome.final_step} of {grpo_config.max_steps}; adapter `{grpo_config.adapter_name}` "
+        f"versions 0..{outcome.final_step} published to {config.rollout.replicas} replica(s)",
     ]
     if grpo_metrics:
         last = grpo_metrics[-1]
@@ -156,7 +158,7 @@ def write_run_summary(
         ]
         means = [sum(m.get(key, 0.0) for m in grpo_metrics) / len(grpo_metrics) for key in TIME_SPLIT]
         lines.append("| " + " | ".join(f"{value:.3f}" for value in means) + " |")
-    validation = outcome["validation"]
+    validation = outcome.validation
     points = sorted(validation.points, key=lambda p: p["step"])
     lines += sets_section(config, outcome)
     lines += validation_section(points, config.evaluation.confidence)
@@ -175,7 +177,7 @@ def write_run_summary(
 def write_summary_json(
     run_dir: Path,
     config: RunConfig,
-    outcome: dict[str, Any],
+    outcome: RunOutcome,
     points: list[dict[str, Any]],
     selection: dict[str, Any],
     report: dict[str, Any] | None,
@@ -198,9 +200,9 @@ def write_summary_json(
         "selection": selection,
         "report_sets": report["report_sets"] if report else {},
         "final_report": report["summary"] if report else None,
-        "notes": ood_report_notes(outcome["inputs"]) + list(outcome["inputs"].notes),
+        "notes": ood_report_notes(outcome.inputs) + list(outcome.inputs.notes),
         "timings": timings,
-        "wall_s": outcome.get("wall_s", sum(timings.values())),
+        "wall_s": outcome.wall_s if outcome.wall_s is not None else sum(timings.values()),
     }
     return write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 

@@ -268,7 +268,9 @@ def run_score(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from evaluation.records import group_by_checkpoint, read_prediction_records
-    from evaluation.report import ReportConfig, build_report, write_report
+    from evaluation.report import build_report
+    from evaluation.report_config import ReportConfig
+    from evaluation.report_files import write_report
     from shared.config import parse_config
     from shared.errors import UserError
 

@@ -9,7 +9,6 @@ exactly that set's bootstrap.
 """
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel
@@ -24,9 +23,7 @@ from evaluation.bootstrap import (
 )
 from evaluation.metrics import label_matrices
 from evaluation.records import CheckpointRecords
-
-if TYPE_CHECKING:
-    from evaluation.report import ReportConfig
+from evaluation.report_config import ReportConfig
 
 
 class GeneralizationRow(BaseModel):

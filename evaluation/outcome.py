@@ -10,7 +10,9 @@ from pydantic import BaseModel
 from evaluation.baselines import DatasetBaselines
 from evaluation.metrics import LabelSetScores, score_predictions
 from evaluation.records import CheckpointRecords
-from evaluation.report import EvaluationReport, ReportConfig, ReportFiles, build_report, write_report
+from evaluation.report import EvaluationReport, build_report
+from evaluation.report_config import ReportConfig
+from evaluation.report_files import ReportFiles, write_report
 from evaluation.selection import ValidationPoint
 from shared.errors import UserError
 

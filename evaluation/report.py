@@ -3,15 +3,13 @@ the paper's Tables 5 and 6, and a generalization summary (mean macro-F1 over the
 out-of-distribution sets per checkpoint, with the change from a baseline checkpoint and bootstrap
 intervals; see evaluation/generalization.py).
 
-`build_report` computes; `write_report` writes markdown, JSON, PNG charts and the predictions JSONL
-behind every number, each file atomically."""
+`build_report` computes; `write_report` (evaluation/report_files.py) writes markdown, JSON, PNG charts
+and the predictions JSONL behind every number."""
 
-import re
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel
 from tqdm import tqdm
 
 from evaluation.baselines import DatasetBaselines
@@ -24,60 +22,9 @@ from evaluation.bootstrap import (
 )
 from evaluation.generalization import GeneralizationRow, generalization_rows
 from evaluation.metrics import LabelSetScores, label_matrices, score_matrices
-from evaluation.records import CheckpointRecords, flatten_checkpoint_records, write_prediction_records
-from shared.atomic_files import write_atomically
-from shared.config import StrictModel
+from evaluation.records import CheckpointRecords
+from evaluation.report_config import ReportConfig
 from shared.errors import UserError
-from shared.labels import LABEL_SETS
-
-
-class ReportConfig(StrictModel):
-    datasets: dict[str, str] = Field(
-        description='dataset name -> the label set it is scored on, e.g. {"nih": "nih9"}'
-    )
-    in_distribution: list[str] = Field(
-        description="the datasets the generalization summary calls in-distribution"
-    )
-    out_of_distribution: list[str] = []
-    baseline_checkpoint: str | None = Field(
-        None, description="changes are relative to it; None: the first checkpoint"
-    )
-    n_resamples: Annotated[int, Field(ge=1)] = 1000
-    seed: int = 0
-    level: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.95
-    valid_only: bool = False
-
-    @field_validator("datasets")
-    @classmethod
-    def _known_label_sets(cls, datasets: dict[str, str]) -> dict[str, str]:
-        if not datasets:
-            raise ValueError("name at least one dataset")
-        for dataset, name in datasets.items():
-            if name not in LABEL_SETS:
-                raise ValueError(
-                    f"dataset {dataset!r}: unknown label set {name!r}; choose one of {sorted(LABEL_SETS)}"
-                )
-        return datasets
-
-    @field_validator("in_distribution", "out_of_distribution", mode="before")
-    @classmethod
-    def _one_or_many(cls, names: Any) -> Any:
-        if names is None:
-            return []
-        return [names] if isinstance(names, str) else names
-
-    @model_validator(mode="after")
-    def _roles_are_datasets(self) -> "ReportConfig":
-        for role in ("in_distribution", "out_of_distribution"):
-            for dataset in getattr(self, role):
-                if dataset not in self.datasets:
-                    raise ValueError(
-                        f"{role}: {dataset!r} is not one of the datasets {sorted(self.datasets)}"
-                    )
-        both = sorted(set(self.in_distribution) & set(self.out_of_distribution))
-        if both:
-            raise ValueError(f"in_distribution and out_of_distribution are both {both[0]!r}")
-        return self
 
 
 class DatasetResult(BaseModel):
@@ -96,13 +43,6 @@ class EvaluationReport(BaseModel):
 
     def result(self, checkpoint: str, dataset: str) -> DatasetResult | None:
         return self.results.get(checkpoint, {}).get(dataset)
-
-
-class ReportFiles(BaseModel):
-    markdown: Path
-    json_path: Path
-    predictions: Path
-    charts: list[Path]
 
 
 def build_report(
@@ -179,29 +119,3 @@ def read_report(path: str | Path) -> EvaluationReport:
     if not path.is_file():
         raise UserError(f"report not found: {path}")
     return EvaluationReport.model_validate_json(path.read_text())
-
-
-def file_stem(name: str) -> str:
-    """A dataset or checkpoint name made safe for a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "unnamed"
-
-
-def write_report(report: EvaluationReport, records: CheckpointRecords, out_dir: str | Path) -> ReportFiles:
-    """Write report.md, report.json, predictions.jsonl and the PNG charts into `out_dir`."""
-    from evaluation.report_charts import plot_generalization, plot_per_label_f1
-    from evaluation.report_markdown import render_markdown
-
-    out_dir = Path(out_dir)
-    charts = []
-    datasets = list(report.config.datasets)
-    for dataset in datasets:
-        if any(report.result(checkpoint, dataset) for checkpoint in report.checkpoints):
-            chart = out_dir / f"per_label_f1_{file_stem(dataset)}.png"
-            charts.append(write_atomically(chart, plot_per_label_f1(report, dataset)))
-    charts.append(write_atomically(out_dir / "id_vs_ood_macro_f1.png", plot_generalization(report)))
-    predictions = write_prediction_records(flatten_checkpoint_records(records), out_dir / "predictions.jsonl")
-    json_path = write_atomically(out_dir / "report.json", report.model_dump_json(indent=2))
-    markdown = write_atomically(
-        out_dir / "report.md", render_markdown(report, [chart.name for chart in charts])
-    )
-    return ReportFiles(markdown=markdown, json_path=json_path, predictions=predictions, charts=charts)

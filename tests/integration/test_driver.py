@@ -152,7 +152,7 @@ def driver_run(tmp_path_factory):
     driver = None
     try:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "deploy.driver", "--config", str(config_path), "--address", head.address],
+            [sys.executable, "-m", "cxr_rl.cli", "train", "--config", str(config_path), "--address", head.address],
             cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=head.env,
         )  # fmt: skip
         kills, engines = [], []

@@ -92,7 +92,7 @@ class RayTestCluster:
         path = run_dir.parent / f"{run_dir.name}.yaml"
         path.write_text(yaml.safe_dump({**config, "run_dir": str(run_dir)}))
         return subprocess.run(
-            [sys.executable, "-m", "deploy.driver", "--config", str(path), "--address", self.address],
+            [sys.executable, "-m", "cxr_rl.cli", "train", "--config", str(path), "--address", self.address],
             cwd=PROJECT, env=self.env, capture_output=True, text=True, timeout=1500,
         )  # fmt: skip
 

@@ -18,7 +18,9 @@ from evaluation.records import (
     read_scored_predictions,
     write_prediction_records,
 )
-from evaluation.report import ReportConfig, build_report, read_report, write_report
+from evaluation.report import build_report, read_report
+from evaluation.report_config import ReportConfig
+from evaluation.report_files import write_report
 from evaluation.report_markdown import render_markdown
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS, NIH9_LABELS

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from evaluation.bootstrap import paired_label_matrices, resampled_macro_f1
-from evaluation.report import ReportConfig, build_report, write_report
+from evaluation.report import build_report
+from evaluation.report_config import ReportConfig
+from evaluation.report_files import write_report
 from evaluation.report_markdown import render_markdown
 from tests.unit.test_report import make_records, table_rows
 

@@ -12,6 +12,7 @@ import pytest
 from deploy.config import EvaluationSettings, ReportSet, RunConfig
 from deploy.embedded import RunInputs
 from deploy.final_report import checkpoint_labels
+from deploy.run_outcome import RunOutcome
 from deploy.run_summary import write_run_summary
 from deploy.validation import ID_SET, OOD_SET, TrainingValidation, selection_subset
 from evaluation.records import PredictionRecord, write_prediction_records
@@ -96,13 +97,7 @@ def run(tmp_path):
         ReportSet(name="nih", manifest=tmp_path / "n.jsonl", role="out_of_distribution"),
     ])  # fmt: skip
     grpo = SimpleNamespace(model="m", sft_adapter="a", max_steps=8, adapter_name="policy")
-    outcome = {
-        "validation": validation,
-        "inputs": inputs,
-        "grpo_config": grpo,
-        "final_step": 8,
-        "wall_s": 12.5,
-    }
+    outcome = RunOutcome(grpo_config=grpo, validation=validation, final_step=8, inputs=inputs, wall_s=12.5)
     return tmp_path / "run", validation, outcome
 
 
@@ -127,7 +122,7 @@ def test_summary_shows_each_step_with_its_interval_and_the_choice_of_each_rule(r
 
 def test_one_ood_report_set_is_said_plainly(run):
     run_dir, validation, outcome = run
-    outcome["inputs"] = RunInputs(None, run_dir, None, None, None, outcome["inputs"].report_sets[1:])
+    outcome.inputs = RunInputs(None, run_dir, None, None, None, outcome.inputs.report_sets[1:])
     write_run_summary(run_dir, RunConfig(), outcome, [], validation.selection(), None, {}, [])
     assert (
         "one out-of-distribution report set (nih); the paper reports two"
