@@ -14,31 +14,37 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
 
 from rewards.client import RewardClient
-from rollout_server.client import RolloutServerError
 from shared.chat import multimodal_placeholder_ids, render_prompt
 from shared.images import decode_xray
 from shared.manifest import read_manifest
 from shared.prompts import registry_with, user_messages
-from shared.schemas import AdapterSelector, AdapterUpdate, RewardItem, RolloutResult
+from shared.schemas import AdapterUpdate, RewardItem, RolloutResult
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from trainer.grpo_batches import SampledBatch, StepBatches
+from trainer.grpo_behaviour import BehaviourCopy, behaviour_logprobs
 from trainer.grpo_config import GrpoConfig
 from trainer.grpo_data import RlSampler
 from trainer.grpo_loss import group_advantages, grpo_token_loss, loss_temperature, token_weights
 from trainer.grpo_stats import StepStats
-from trainer.logprobs import canary_logprobs, completion_batch, move, policy_logprobs, prompt_inputs
+from trainer.logprobs import (
+    canary_logprobs,
+    completion_batch,
+    image_encoding,
+    move,
+    policy_logprobs,
+    prompt_inputs,
+    vision_is_frozen,
+)
 from trainer.lora import adapter_update
 from trainer.model import load_policy, resolve_device, resolve_dtype
-from trainer.rollouts import RolloutDispatcher, StalePolicyError, rollout_item, served_policies
+from trainer.rollouts import RolloutDispatcher, rollout_item
 from trainer.sync import AdapterPublisher
 
 log = logging.getLogger("cxr_rl.grpo")
 POLICY, REFERENCE = "policy", "reference"
-ROLLOUT_ATTEMPTS = 3
-RECOVERABLE_STATUS = (404, 500, 502, 503, 504)  # a replica restarted (version gone) or is restarting
 # How closely the server's canary logprobs must match ours: float32 agrees to ~1e-6 on CPU; in bf16
 # two implementations differ by a few 1e-2.
 CANARY_TOLERANCE = {torch.float32: 1e-3}
@@ -99,6 +105,9 @@ class GrpoTrainer:
         manifest = Path(config.rl_manifest)
         self.manifest_dir = manifest.parent
         self.sampler = RlSampler(read_manifest(manifest), config.batch_size, config.seed)
+        self.batches = StepBatches(
+            config, self.sampler, self.manifest_dir, lambda: self.rollouts, lambda: self.recover_replicas
+        )
         self.prompt_text = render_prompt(
             self.processor, user_messages(registry_with(config.prompt_formats_file).get(config.prompt_format))
         )
@@ -120,6 +129,8 @@ class GrpoTrainer:
             self.history = state.get("history", [])
             log.info("resumed from %s (step %d)", checkpoint.name, self.step_count)
         self.causal_images = self._image_attention() == "causal"
+        self.vision_frozen = vision_is_frozen(self.model)  # then one X-ray encoding serves every pass
+        self.behaviour = BehaviourCopy(self.model, POLICY)  # max_staleness 1: the last version's LoRA
         # A resumed run re-publishes its checkpoint's version; drop whatever a crashed run left.
         self.publisher.forget(config.adapter_name)
         self.publish()
@@ -174,42 +185,19 @@ class GrpoTrainer:
         """One short rollout at start-up: the server's prompt token ids must equal ours."""
         record = self.sampler.records[0]
         item = rollout_item(record, self.manifest_dir, self.config.prompt_format)
-        result = self._sample([item], n=1, max_tokens=1, seed=self.config.seed)[0]
+        result = self.batches.sample(
+            [item],
+            n=1,
+            max_tokens=1,
+            seed=self.config.seed,
+            version=self.step_count,
+            step=self.step_count + 1,
+        )[0]
         self._prompt_inputs(record.image_path(self.manifest_dir).read_bytes(), result)
 
     # ------------------------------------------------------------------------------------------
     # One step
     # ------------------------------------------------------------------------------------------
-    def _sample(self, items, *, n: int, max_tokens: int, seed: int) -> list[RolloutResult]:
-        """Completions of version `step_count`, read back from what the server says produced them: a
-        replica that answers with another version (one that missed an update) gets the version
-        reloaded and is asked again; then the batch is refused."""
-        sampling, wanted = self.config.sampling, (self.config.adapter_name, self.step_count)
-        selector = AdapterSelector(name=self.config.adapter_name, version=self.step_count)
-        for attempt in range(ROLLOUT_ATTEMPTS):
-            last = self.recover_replicas is None or attempt + 1 == ROLLOUT_ATTEMPTS
-            try:
-                results = self.rollouts.sample(
-                    items, n=n, temperature=sampling.temperature, top_p=sampling.top_p,
-                    max_tokens=max_tokens, seed=seed, adapter=selector,
-                )  # fmt: skip
-            except (httpx.TransportError, RolloutServerError) as error:
-                recoverable = not isinstance(error, RolloutServerError) or error.status in RECOVERABLE_STATUS
-                if not recoverable or last:
-                    raise
-                log.warning("rollout failed (%s); reloading version %d and retrying", error, self.step_count)
-                self.recover_replicas(self.step_count)
-                continue
-            served = served_policies(results)
-            if served == {wanted}:
-                return results
-            error = StalePolicyError(self.step_count + 1, wanted, served)
-            if last:
-                raise error
-            log.warning("%s; reloading version %d and retrying", error, self.step_count)
-            self.recover_replicas(self.step_count)
-        raise AssertionError("unreachable")
-
     def _prompt_inputs(self, image_bytes: bytes, result: RolloutResult) -> dict[str, torch.Tensor]:
         inputs = prompt_inputs(self.processor, self.prompt_text, decode_xray(image_bytes))
         ours = inputs["input_ids"][0].tolist()
@@ -237,21 +225,25 @@ class GrpoTrainer:
             with self.model.disable_adapter():
                 yield
 
-    def step(self) -> dict[str, Any]:
+    def step(self, prefetch_next: bool | None = None) -> dict[str, Any]:
+        """One GRPO step. With `max_staleness: 1` it first sets the next step's rollouts going, by the
+        version live now, unless `prefetch_next` is False (default: unless this is the last step)."""
         config, sampling = self.config, self.config.sampling
         stats = StepStats(step=self.step_count + 1)
         started = time.perf_counter()
-        records = self.sampler.next_batch()
-        images = [record.image_path(self.manifest_dir).read_bytes() for record in records]
-        items = [rollout_item(record, self.manifest_dir, config.prompt_format) for record in records]
-        results = self._sample(
-            items,
-            n=sampling.group_size,
-            max_tokens=sampling.max_tokens,
-            seed=config.seed * 1_000_003 + self.step_count * 1_009,
+        batch = self.batches.next_batch(self.step_count)  # its staleness checked against the setting
+        stats.time("rollout_s", started)  # with overlap: the wait for rollouts sampled meanwhile
+        # The version the server says sampled it, and how many versions behind the policy it trains.
+        stats.values.update(
+            policy_version=batch.version,
+            staleness=self.step_count - batch.version,
+            rollout_sample_s=batch.sample_s,
         )
-        stats.time("rollout_s", started)
-        ((_, stats.values["policy_version"]),) = served_policies(results)  # as the server reports it
+        if prefetch_next is None:
+            prefetch_next = self.step_count + 1 < config.max_steps
+        if config.max_staleness and prefetch_next:
+            self.batches.start_next(self.step_count)  # sampled by this version while it trains
+        records, results = batch.drawn.records, batch.results
 
         started = time.perf_counter()
         reward_items = [
@@ -273,7 +265,7 @@ class GrpoTrainer:
 
         started = time.perf_counter()
         scaled = torch.tensor(reward.totals, dtype=torch.float32) * reward.scale  # its declared scale
-        self._train(images, results, scaled, stats)
+        self._train(batch, scaled, stats)
         stats.time("train_s", started)
 
         self.step_count += 1
@@ -293,9 +285,7 @@ class GrpoTrainer:
         self.history.append({k: v for k, v in metrics.items() if not k.startswith("label_f1/")})
         return metrics
 
-    def _train(
-        self, images: list[bytes], results: list[RolloutResult], rewards: torch.Tensor, stats: StepStats
-    ) -> None:
+    def _train(self, batch: SampledBatch, rewards: torch.Tensor, stats: StepStats) -> None:
         """The step's mu optimizer updates on one sampled batch, all at one learning rate; the
         schedule then advances once (it counts GRPO steps, its horizon `max_steps`)."""
         config = self.config
@@ -303,34 +293,61 @@ class GrpoTrainer:
         temperature = loss_temperature(config.loss, config.sampling.temperature)
         advantages = group_advantages(rewards, config.sampling.group_size, config.loss.scale_rewards)
         total_completions = len(rewards)
-        total_tokens = sum(len(c.token_ids) for result in results for c in result.completions)
+        total_tokens = sum(len(c.token_ids) for result in batch.results for c in result.completions)
         groups = []
-        for image, result in zip(images, results, strict=True):
+        for image, result in zip(batch.drawn.images, batch.results, strict=True):
             inputs = self._prompt_inputs(image, result)
             completions = [c.token_ids for c in result.completions]
-            batch = completion_batch(inputs, completions, self.pad_id, causal_images=self.causal_images)
-            groups.append((move(batch, self.device, self.dtype), result))
+            group = move(
+                completion_batch(inputs, completions, self.pad_id, self.causal_images),
+                self.device,
+                self.dtype,
+            )
+            with torch.no_grad():  # one encoding of the X-ray for every pass of the step
+                encoded = image_encoding(self.model, group) if self.vision_frozen else None
+            groups.append((group, encoded, result))
         self.model.train()
-        old_logprobs: list[torch.Tensor | None] = [None] * len(groups)
         ref_logprobs: list[torch.Tensor | None] = [None] * len(groups)
         if config.loss.beta > 0:
             with torch.no_grad(), self._reference():
-                for index, (batch, _) in enumerate(groups):
-                    ref_logprobs[index] = policy_logprobs(self.model, batch, temperature).logprobs
-        if config.updates_per_batch > 1:  # mu > 1: the behaviour policy's logprobs, before any update
+                for index, (group, encoded, _) in enumerate(groups):
+                    ref_logprobs[index] = policy_logprobs(
+                        self.model, group, temperature, image=encoded
+                    ).logprobs
+        stale = batch.version != self.step_count
+        # The behaviour policy's logprobs (the version that sampled) and, where the trainer computes
+        # them, its raw logprobs to compare with the server's; None: taken from the first update.
+        old_logprobs: list[torch.Tensor | None] = [None] * len(groups)
+        compared: list[torch.Tensor | None] = [None] * len(groups)
+        if stale:  # see trainer/grpo_behaviour.py for where these come from in each loss mode
+            old_logprobs, compared = behaviour_logprobs(
+                config.loss.logprobs, self.behaviour, batch.version, groups, temperature
+            )
+        elif config.updates_per_batch > 1:  # mu > 1: the behaviour policy's logprobs, before any update
             with torch.no_grad():
-                for index, (batch, _) in enumerate(groups):
-                    old_logprobs[index] = policy_logprobs(self.model, batch, temperature).logprobs
+                for index, (group, encoded, _) in enumerate(groups):
+                    old_logprobs[index] = policy_logprobs(
+                        self.model, group, temperature, image=encoded
+                    ).logprobs
+        if config.max_staleness and config.loss.logprobs == "tempered":
+            self.behaviour.keep(self.step_count)  # it samples the next batch while these updates run
         lr = self.scheduler.get_last_lr()[0]  # the rate of every update of this step
         grad_norms = []
         for update in range(config.updates_per_batch):
             self.optimizer.zero_grad(set_to_none=True)
-            for index, (batch, result) in enumerate(groups):
+            for index, (group, encoded, result) in enumerate(groups):
                 first = update == 0
-                current = policy_logprobs(self.model, batch, temperature, with_entropy=first, with_raw=first)
+                current = policy_logprobs(
+                    self.model,
+                    group,
+                    temperature,
+                    with_entropy=first,
+                    with_raw=first and not stale,
+                    image=encoded,
+                )
                 if old_logprobs[index] is None:
                     old_logprobs[index] = current.logprobs.detach()
-                mask = batch.completion_mask
+                mask = group.completion_mask
                 group_slice = slice(
                     index * config.sampling.group_size, (index + 1) * config.sampling.group_size
                 )
@@ -342,8 +359,9 @@ class GrpoTrainer:
                     advantages[group_slice].to(self.device), mask, weights, config.loss,
                 )  # fmt: skip
                 loss.backward()
-                if first:  # the server's raw logprobs against ours, before any update: like with like
-                    stats.add_group(loss.item(), loss_stats, current.entropy, mask, current.raw, result)
+                if first:  # the server's raw logprobs against ours of the same version: like with like
+                    ours = compared[index] if stale else current.raw
+                    stats.add_group(loss.item(), loss_stats, current.entropy, mask, ours, result)
             grad_norms.append(
                 torch.nn.utils.clip_grad_norm_(
                     [p for p in self.model.parameters() if p.requires_grad], config.optim.grad_clip
@@ -360,7 +378,7 @@ class GrpoTrainer:
     def save(self) -> Path:
         state = {
             "step": self.step_count,
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.batches.sampler_state(),  # X-rays in flight are drawn again after a resume
             "reward_state": self.rewards.state_dict(),
             "history": self.history,
             "config": self.config.model_dump(mode="json"),
@@ -377,6 +395,7 @@ class GrpoTrainer:
     ) -> None:
         last = self.config.max_steps if stop_after is None else min(self.config.max_steps, stop_after)
         while self.step_count < last:
-            metrics = self.step()
+            metrics = self.step(prefetch_next=self.step_count + 1 < last)
             if on_step is not None:
                 on_step(metrics)
+        self.batches.prefetch.discard()

@@ -47,6 +47,13 @@ class GrpoSettings(StrictModel):
     batch_size: int = Field(8, ge=1, description="X-rays per step (each sampled group_size times)")
     max_steps: int = Field(125, ge=1, description="GRPO steps (1,000 RL samples / 8 per step = one epoch)")
     updates_per_batch: int = Field(1, ge=1, description="mu: optimizer updates per sampled batch")
+    max_staleness: Literal[0, 1] = Field(
+        0,
+        description="0: each step samples with the policy it trains (on-policy, one phase after the other). "
+        "1: the next step's rollouts are sampled by the last published version while this step trains "
+        "(one step off-policy): the importance ratio then takes the sampling version's logprobs, and the clip "
+        "bounds it (trainer/grpo_batches.py, trainer/grpo_behaviour.py)",
+    )
     seed: int = 0
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(

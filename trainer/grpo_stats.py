@@ -52,10 +52,12 @@ class StepStats:
         loss_stats: LossStats,
         entropy: torch.Tensor | None,
         mask: torch.Tensor,
-        trainer_logprobs: torch.Tensor,
+        trainer_logprobs: torch.Tensor | None,
         result: RolloutResult,
     ) -> None:
-        """`trainer_logprobs`: ours at temperature 1, as the server's (vLLM's raw logprobs) are."""
+        """`trainer_logprobs`: ours at temperature 1, as the server's (vLLM's raw logprobs) are, of the
+        version that sampled; None when the trainer computed none (a stale batch under the raw loss,
+        whose ratio takes the served logprobs as they are)."""
         self._loss += loss
         self._tokens += loss_stats.tokens
         self._kl += loss_stats.kl
@@ -64,7 +66,7 @@ class StepStats:
         self._ratio_max = max(self._ratio_max, loss_stats.ratio_max)
         if entropy is not None:
             self._entropy += (entropy.detach() * mask).sum().item()
-        for row, completion in enumerate(result.completions):
+        for row, completion in enumerate(result.completions if trainer_logprobs is not None else []):
             served = torch.tensor(completion.logprobs, dtype=torch.float64)
             ours = trainer_logprobs[row, : len(served)].detach().double().cpu()
             self._diffs.append((ours - served).abs())
@@ -81,7 +83,13 @@ class StepStats:
 
     def finish(self, agreement_warn: float) -> dict[str, Any]:
         tokens = max(1.0, self._tokens)
-        diffs = torch.cat(self._diffs) if self._diffs else torch.zeros(1, dtype=torch.float64)
+        if self._diffs:  # none when nothing was compared: then no agreement is claimed
+            diffs = torch.cat(self._diffs)
+            self.values.update(
+                logprob_diff_mean=diffs.mean().item(),
+                logprob_diff_max=diffs.max().item(),
+                logprob_mismatch_warning=bool(diffs.max().item() > agreement_warn),
+            )
         self.values.update(
             loss=self._loss,
             kl=self._kl / tokens,
@@ -89,9 +97,6 @@ class StepStats:
             clip_low_frac=self._low / tokens,
             clip_high_frac=self._high / tokens,
             ratio_max=self._ratio_max,
-            logprob_diff_mean=diffs.mean().item(),
-            logprob_diff_max=diffs.max().item(),
-            logprob_mismatch_warning=bool(diffs.max().item() > agreement_warn),
             step_s=time.perf_counter() - self._started,
         )
         return self.values

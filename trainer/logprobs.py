@@ -14,6 +14,7 @@ import torch
 
 from shared.chat import CANARY_TOKEN_IDS, render_prompt
 from shared.prompts import PromptRegistry, user_messages
+from shared.schemas import RolloutResult
 
 # Processor outputs laid out along the token axis (extended over the completion) versus per image.
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
@@ -221,3 +222,11 @@ def canary_logprobs(model: Any) -> list[float]:
     with torch.no_grad():
         logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
     return torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0].tolist()
+
+
+def served_logprobs(result: RolloutResult, mask: torch.Tensor) -> torch.Tensor:
+    """The rollout server's logprobs of a group's completions, laid out as `mask` [G, T] (0 on padding)."""
+    served = torch.zeros(mask.shape, dtype=torch.float32)
+    for row, completion in enumerate(result.completions):
+        served[row, : len(completion.logprobs)] = torch.tensor(completion.logprobs, dtype=torch.float32)
+    return served.to(mask.device)

@@ -209,18 +209,26 @@ def held_out_score(url, adapter_name, records, manifest_dir, seed) -> HeldOutSco
     )
 
 
-def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, rollout_actor, local_ray):
+@pytest.mark.parametrize("max_staleness", [0, 1])
+def test_sft_then_grpo_raises_held_out_hard_reward(
+    tmp_path, tiny_medgemma, rollout_actor, local_ray, max_staleness
+):
     """The learning check, on the tiny MedGemma that sees its X-rays: SFT teaches the answer format,
     then 16 GRPO steps, whose importance ratios compare the policy with itself (server and trainer
     logprobs agree within 1e-3 at every step, the server's image mask), raise the mean hard reward
-    on held-out phantoms above the SFT checkpoint's (seeds fixed; the numbers are printed).
+    on held-out phantoms above the SFT checkpoint's (seeds fixed; the numbers are printed). Run
+    on-policy and with one-step overlap (`max_staleness: 1`: each step trains on completions of the
+    version before, the ratio against that version's logprobs).
 
     What it proves: GRPO moves the policy toward higher reward through the whole loop (rollouts,
     rewards, loss, LoRA sync). What it does not: that the model learnt to read X-rays. Measured:
     after SFT reward 0.298 (90.6% valid answers at T=0.8, Jaccard of the valid ones 0.328, 0.324
     against another X-ray's truth); after GRPO 0.338 (97.5% valid, Jaccard 0.346, 0.346 against
     another X-ray's truth). The gain is the format held more often and a better label prior; the
-    answers are as good for any other X-ray (48 SFT images are too few to learn to read them)."""
+    answers are as good for any other X-ray (48 SFT images are too few to learn to read them).
+    With overlap: 0.359 after GRPO (99.4% valid, Jaccard 0.361, 0.355 against another X-ray's
+    truth), agreement 2.6e-6 on every step (the stale ones against the trainer's copy of the
+    version that sampled)."""
     from dataprep.loading import LoadOptions
     from dataprep.mimic import load_mimic
     from dataprep.phantoms import make_phantoms
@@ -270,7 +278,8 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
             "max_steps": LEARNING_STEPS,
             "sampling": {"group_size": 4, "max_tokens": 48},
             "optim": {"lr": 5e-4},
-            "adapter_name": "learning",
+            "adapter_name": f"learning-{max_staleness}",
+            "max_staleness": max_staleness,
             "seed": 4,
             "gradient_checkpointing": False,
         }
@@ -285,10 +294,11 @@ def test_sft_then_grpo_raises_held_out_hard_reward(tmp_path, tiny_medgemma, roll
     )
     trainer.setup()
     trainer.train()
-    after = held_out_score(url, "learning", sets["held_out"], tmp_path, seed=100)
+    after = held_out_score(url, f"learning-{max_staleness}", sets["held_out"], tmp_path, seed=100)
     print(f"held-out, SFT: {before}\nheld-out, GRPO ({LEARNING_STEPS} steps): {after}")
     agreement = max(metrics["logprob_diff_max"] for metrics in trainer.history)
     print(f"worst |server - trainer| logprob over {len(trainer.history)} steps: {agreement:.1e}")
     assert agreement < 1e-3  # every ratio compared the policy with itself (the server's image mask)
+    assert {metrics["staleness"] for metrics in trainer.history[1:]} == {max_staleness}
     assert before.reward > 0.0  # SFT taught the format: some answers score
     assert after.reward > before.reward + 0.02
