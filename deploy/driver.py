@@ -95,7 +95,7 @@ def run_grpo(
         placement.trainer.setup_grpo.remote(
             grpo_config,
             str(run_dir / "grpo"),
-            placement.replicas,
+            placement.rollout_replicas(),
             placement.router,
             resume,
             api_token=placement.api_token,

@@ -24,9 +24,9 @@ from deploy.placement_checks import (
     unshared_run_dir_message,
     wait_until_placed,
 )
-from rollout_server.actor import replica_urls
 from shared.errors import UserError
 from shared.ray_calls import connect_to_cluster, get_through_restarts
+from shared.replicas import RolloutReplicas
 
 log = logging.getLogger("cxr_rl.driver")
 
@@ -111,8 +111,11 @@ class Placement:
             self.nodes[f"rollout-{index}"] = answer["node_id"]
             actor.start.remote()  # engines load in the background (SFT runs meanwhile)
 
+    def rollout_replicas(self) -> RolloutReplicas:
+        return RolloutReplicas(self.replicas)
+
     def replica_urls(self) -> list[str]:
-        return replica_urls(self.replicas)
+        return self.rollout_replicas().urls()
 
     def start_reward_router(self) -> None:
         import ray

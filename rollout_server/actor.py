@@ -13,16 +13,7 @@ from typing import Any
 from rollout_server.config import ServerConfig
 from rollout_server.errors import RequestError
 from rollout_server.runner import EmbeddedServer
-from shared.ray_calls import get_all_through_restarts
 from shared.schemas import AdapterInfo, AdapterUpdate
-
-
-def replica_urls(replicas: list[Any]) -> list[str]:
-    """The replicas' HTTP addresses, starting any that Ray restarted (a new engine and port)."""
-    return get_all_through_restarts(
-        [replica.start.remote for replica in replicas], "starting the rollout replicas"
-    )
-
 
 log = logging.getLogger("cxr_rl.rollout_server")
 

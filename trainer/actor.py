@@ -1,12 +1,12 @@
 """The trainer as a Ray actor, placed by the driver: SFT, then GRPO one step per call, with the
-rollout replicas and the reward router handed over as Ray handles."""
+rollout replicas (shared.replicas.RolloutReplicas) and the reward router handed over as Ray handles."""
 
 import logging
 from pathlib import Path
 from typing import Any
 
-from rollout_server.actor import replica_urls
 from shared.ray_calls import get_through_restarts
+from shared.replicas import RolloutReplicas
 from trainer.grpo_config import GrpoConfig
 from trainer.sft_config import SftConfig
 
@@ -20,7 +20,7 @@ class TrainerActor:
         """`memory_fraction`: the trainer's cap on a GPU shared with vLLM (deploy.memory_split),
         applied before any model is loaded; `planned_gpu_gib`: the GPU memory it was derived for."""
         self.grpo: Any = None
-        self.replicas: list[Any] = []
+        self.replicas = RolloutReplicas([])
         self.events: list[str] = []
         if memory_fraction is not None:
             from trainer.model import cap_gpu_memory
@@ -38,7 +38,7 @@ class TrainerActor:
         self,
         config: GrpoConfig,
         run_dir: str,
-        replicas: list[Any],
+        replicas: RolloutReplicas,
         router: Any,
         resume: bool = False,
         api_token: str | None = None,
@@ -50,13 +50,12 @@ class TrainerActor:
         from trainer.rollouts import RolloutDispatcher
         from trainer.sync import RayAdapterPublisher
 
-        self.replicas, self.api_token = replicas, api_token
-        urls = replica_urls(replicas)
+        self.replicas = replicas
         self.grpo = GrpoTrainer(
             config,
             Path(run_dir),
-            RolloutDispatcher(urls, token=api_token),
-            RayAdapterPublisher(replicas),
+            RolloutDispatcher(replicas.urls(), token=api_token),
+            RayAdapterPublisher(replicas.handles),
             RewardClient.for_router(router),
             recover_replicas=self._recover_replicas,
         )
@@ -79,12 +78,11 @@ class TrainerActor:
         """Restart what Ray restarted (a new engine and port), reload `version` where it is missing."""
         import ray
 
-        from trainer.rollouts import RolloutDispatcher
-
-        urls = replica_urls(self.replicas)
+        urls = self.replicas.urls()
+        moved = self.grpo.rollouts.reconnect(urls)
         name = self.grpo.config.adapter_name
         update = None
-        for index, replica in enumerate(self.replicas):
+        for index, replica in enumerate(self.replicas.handles):
             served = {
                 (info.name, info.version)
                 for info in get_through_restarts(replica.adapters.remote, "listing adapters")
@@ -97,15 +95,13 @@ class TrainerActor:
                 self.events.append(
                     f"rollout replica {index} restarted at {urls[index]}; reloaded {name} v{version}"
                 )
-            elif urls[index] != self.grpo.rollouts.clients[index].base_url:
+            elif index in moved:
                 self.events.append(
                     f"rollout replica {index} restarted at {urls[index]}; it already serves v{version}"
                 )
             else:
                 continue
             log.warning(self.events[-1])
-        self.grpo.rollouts.close()
-        self.grpo.rollouts = RolloutDispatcher(urls, token=self.api_token)
 
     def history(self) -> list[dict[str, Any]]:
         return list(self.grpo.history) if self.grpo else []

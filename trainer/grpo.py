@@ -75,6 +75,24 @@ class GrpoTrainer:
         self.recover_replicas = recover_replicas
         self.step_count = 0  # optimizer steps done; version `step_count` is live on the servers
         self.history: list[dict[str, Any]] = []
+        # What setup() builds: it loads the model, so a GrpoTrainer is cheap until then.
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+        self.model: Any = None  # the PeftModel: "policy" trains, "reference" (the SFT adapter) is frozen
+        self.processor: Any = None
+        self.has_reference_adapter = False
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.manifest_dir: Path | None = None
+        self.sampler: RlSampler | None = None
+        self.batches: StepBatches | None = None
+        self.prompt_text = ""
+        self.pad_id = 0
+        self.placeholder_ids: set[int] = set()
+        self.causal_images = False  # image tokens attend causally, as the rollout server's do
+        self.vision_frozen = False  # then one X-ray encoding serves every pass of a step
+        self.behaviour: BehaviourCopy | None = None
+        self.last_publish_bytes = 0
 
     # ------------------------------------------------------------------------------------------
     # Set-up and resume

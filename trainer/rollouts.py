@@ -21,8 +21,23 @@ class RolloutDispatcher:
     def __init__(self, urls: list[str], token: str | None = None, timeout_s: float = 900.0):
         if not urls:
             raise ValueError("no rollout server URL")
+        self.token, self.timeout_s = token, timeout_s
         self.clients = [RolloutClient(url, token=token, timeout_s=timeout_s) for url in urls]
         self._pool = ThreadPoolExecutor(max_workers=len(urls))
+
+    def urls(self) -> list[str]:
+        return [client.base_url for client in self.clients]
+
+    def reconnect(self, urls: list[str]) -> list[int]:
+        """Follow the replicas to their addresses now (Ray restarts a replica on a new port);
+        returns the indices of those that moved."""
+        if len(urls) != len(self.clients):
+            raise ValueError(f"{len(urls)} replica addresses for {len(self.clients)} replicas")
+        moved = [index for index, url in enumerate(urls) if url.rstrip("/") != self.clients[index].base_url]
+        for index in moved:
+            self.clients[index].close()
+            self.clients[index] = RolloutClient(urls[index], token=self.token, timeout_s=self.timeout_s)
+        return moved
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
