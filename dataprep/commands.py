@@ -2,7 +2,10 @@
 imported inside each command so `cxr-rl --help` stays instant."""
 
 import argparse
+import json
 from pathlib import Path
+
+from shared.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,6 +132,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_make_phantoms(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from dataprep.phantoms import make_phantoms
 
     summary = make_phantoms(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
@@ -141,6 +145,7 @@ def run_make_phantoms(args: argparse.Namespace) -> int:
 
 
 def run_data_summary(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from dataprep.loading import LoadOptions
     from dataprep.summary import format_report, load_dataset, summary_json
     from shared.manifest import write_manifest
@@ -162,11 +167,9 @@ def run_data_summary(args: argparse.Namespace) -> int:
 
 
 def run_data_split(args: argparse.Namespace) -> int:
-    import json
-
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from dataprep.split import SplitConfig, split_mimic, write_split_report
     from dataprep.split_external import split_external
-    from shared.errors import UserError
 
     roots = {"mimic": args.mimic_root, "nih": args.nih_root, "chexpert": args.chexpert_root}
     if not any(roots.values()):

@@ -4,25 +4,19 @@ then one JSON line for scripts."""
 import json
 from pathlib import Path
 
+from dataprep.chexpert import load_chexpert
 from dataprep.loading import POLICY_REASONS, LoadOptions, LoadReport, LoadResult
+from dataprep.mimic import load_mimic
+from dataprep.nih import load_nih
 from shared.errors import UserError
 
 FORMATS = ("mimic", "chexpert", "nih")
 
 
 def load_dataset(dataset_format: str, root: Path, options: LoadOptions | None = None) -> LoadResult:
-    if dataset_format == "mimic":
-        from dataprep.mimic import load_mimic
-
-        return load_mimic(root, options)
-    if dataset_format == "chexpert":
-        from dataprep.chexpert import load_chexpert
-
-        return load_chexpert(root, options)
-    if dataset_format == "nih":
-        from dataprep.nih import load_nih
-
-        return load_nih(root, options)
+    loaders = {"mimic": load_mimic, "chexpert": load_chexpert, "nih": load_nih}
+    if dataset_format in loaders:
+        return loaders[dataset_format](root, options)
     raise UserError(f"unknown dataset format {dataset_format!r}; choose one of {list(FORMATS)}")
 
 

@@ -119,6 +119,7 @@ def _add_common(parser: argparse.ArgumentParser, required: bool = False) -> None
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from dataprep.trace_client import TEACHER_RETRY, TeacherSettings
     from dataprep.traces import TraceRunConfig, generate_traces
 
@@ -154,6 +155,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from dataprep.trace_import import import_traces
     from dataprep.trace_output import default_rejects_path
     from dataprep.traces import load_prompt_format

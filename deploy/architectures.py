@@ -30,6 +30,7 @@ _NAME_HINTS = {
 def real_size_config(arch: str) -> Any:
     """The transformers config of a real-size architecture (values of the published checkpoints)."""
     if arch == MEDGEMMA_4B:
+        # transformers and peft load only when a model is sized: every run config imports this module
         from transformers import Gemma3Config
 
         return Gemma3Config(
@@ -57,6 +58,7 @@ def real_size_config(arch: str) -> Any:
             mm_tokens_per_image=256,
         )
     if arch == QWEN25_VL_3B:
+        # transformers and peft load only when a model is sized: every run config imports this module
         from transformers import Qwen2_5_VLConfig
 
         return Qwen2_5_VLConfig(
@@ -260,6 +262,7 @@ def count_parameters(config: Any) -> ParameterCounts:
 
 @functools.lru_cache(maxsize=8)
 def _count_parameters_cached(config_json: str) -> ParameterCounts:
+    # transformers and peft load only when a model is sized: every run config imports this module
     from transformers import AutoConfig
 
     data = json.loads(config_json)
@@ -277,6 +280,7 @@ def _count_parameters_cached(config_json: str) -> ParameterCounts:
 
 def meta_model(config: Any) -> Any:
     """The transformers model for `config` on the meta device: real module tree, no memory."""
+    # transformers and peft load only when a model is sized: every run config imports this module
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -298,6 +302,7 @@ def lora_parameter_count(text: TextShape, lora: LoraSettings) -> int:
 
 def peft_lora_parameter_count(model: Any, lora: LoraSettings) -> int:
     """LoRA parameters PEFT creates on `model` (any device, meta included) for `lora`."""
+    # transformers and peft load only when a model is sized: every run config imports this module
     from peft import get_peft_model
 
     peft_model = get_peft_model(model, lora.peft_config())
@@ -311,6 +316,7 @@ def resolve_model_config(model: str, arch: str | None = None) -> tuple[str, Any]
         return arch, real_size_config(arch)
     folder = Path(model)
     if (folder / "config.json").is_file():
+        # transformers and peft load only when a model is sized: every run config imports this module
         from transformers import AutoConfig
 
         try:
@@ -332,6 +338,7 @@ def resolve_model_config(model: str, arch: str | None = None) -> tuple[str, Any]
 def build_random_model(config: Any, device: str = "cuda", dtype: Any = None) -> Any:
     """A random-weight model of `config`, allocated directly on `device` (for measuring real-size
     memory on a GPU; a real-size model is far too large for CI)."""
+    # transformers and peft load only when a model is sized: every run config imports this module
     import torch
     from transformers import AutoModelForImageTextToText
 

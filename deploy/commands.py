@@ -2,7 +2,11 @@
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
+
+from shared.config import describe_config, load_config
+from shared.errors import UserError
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +92,6 @@ def run_train(args: argparse.Namespace) -> int:
     # `cxr-rl --help` answers at once.
     from deploy.driver import load_run_config, train
     from deploy.interrupts import StopSignals, stopped_message
-    from shared.config import describe_config
 
     overrides: dict[str, Any] = {}
     if args.run_dir:
@@ -123,13 +126,10 @@ def leave_ray() -> None:
 
 
 def run_plan_memory(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from deploy.config import RunConfig
     from deploy.memory_plan import plan_memory
     from deploy.memory_report import format_plan, totals_json
-    from shared.config import load_config
-    from shared.errors import UserError
 
     path = Path(args.config)
     shipped = Path(__file__).parent / "configs" / f"{args.config}.yaml"

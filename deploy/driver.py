@@ -14,9 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
+from tqdm import tqdm
+
 from deploy.config import RunConfig
 from deploy.embedded import RunInputs, prepare_inputs
 from deploy.final_report import final_report
+from deploy.memory_plan import require_fit
 from deploy.observability import RunMetrics, evaluation_curve, read_metrics, training_plots
 from deploy.placement import Placement
 from deploy.run_outcome import RunOutcome
@@ -43,9 +47,6 @@ def setup_logging(run_dir: Path) -> None:
 
 
 def run_sft(placement: Placement, config: RunConfig, inputs: RunInputs, run_dir: Path, resume: bool) -> Path:
-    import ray
-    from tqdm import tqdm
-
     out = run_dir / "sft"
     adapter = out / "adapter"
     if resume and (out / "sft_summary.json").is_file() and (adapter / "adapter_config.json").is_file():
@@ -85,9 +86,6 @@ def run_grpo(
     sft_adapter: Path | None,
     resume: bool,
 ) -> RunOutcome:
-    import ray
-    from tqdm import tqdm
-
     grpo_config = config.grpo_config(str(inputs.model), inputs.rl_manifest, sft_adapter)
     urls = placement.replica_urls()
     log.info("rollout replicas ready at %s", ", ".join(urls))
@@ -185,8 +183,6 @@ def train(config: RunConfig, resume: bool = False, address: str = "auto") -> Pat
     started = time.perf_counter()
     inputs = prepare_inputs(config, run_dir)
     if config.gpu is not None:  # the split the run is about to use must fit, or nothing starts
-        from deploy.memory_plan import require_fit
-
         for line in require_fit(config, inputs.model).split.describe():
             log.info("GPU budget: %s", line)
     timings["prepare_s"] = time.perf_counter() - started

@@ -19,10 +19,17 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dataprep.loading import LoadOptions
+from dataprep.mimic import load_mimic
+from dataprep.phantoms import make_phantoms
+from dataprep.split import draw_split, labelled
 from deploy.config import EMBEDDED_MODEL, ReportSet, RunConfig
 from deploy.run_sets import RunSet, check_run_sets
 from shared.errors import UserError
 from shared.manifest import ManifestRecord, read_manifest, write_manifest
+from shared.prompts import SFT_OUTPUT_FORMATS, registry_with
+from tiny_models import build_tiny_model
+from trainer.templates import with_synthetic_targets
 
 log = logging.getLogger("cxr_rl.driver")
 SELECTION_RULES_NEEDING_OOD = ("out_of_distribution", "weighted")
@@ -46,7 +53,6 @@ def prepare_model(config: RunConfig, run_dir: Path) -> Path:
         if not (model / "config.json").is_file():
             raise UserError(f"model: no checkpoint at {model} (expected a folder with config.json)")
         return model
-    from tiny_models import build_tiny_model
 
     return build_tiny_model("medgemma", run_dir / "model", seed=0)
 
@@ -71,12 +77,6 @@ def prepare_phantom_data(config: RunConfig, run_dir: Path) -> RunInputs:
     """Phantoms -> SFT / RL / validation (35 / 35 / 15 % of the MIMIC-style pool; the slack lets
     whole patients fall into one set), the OOD validation set and three report sets (see the
     module's text). SFT targets are synthetic (no teacher model in the demo)."""
-    from dataprep.loading import LoadOptions
-    from dataprep.mimic import load_mimic
-    from dataprep.phantoms import make_phantoms
-    from dataprep.split import draw_split, labelled
-    from trainer.templates import with_synthetic_targets
-
     phantoms = config.data.phantoms
     manifests = run_dir / "data" / "manifests"
     names = ("sft", "rl", "val", "ood_val", "report_mimic", "report_chexpert", "report_nih")
@@ -140,8 +140,6 @@ def _phantom_inputs(paths: dict[str, Path], report_sets: list[ReportSet]) -> Run
 def _synthetic_format(config: RunConfig) -> str:
     """The writer of the demo's synthetic targets: the SFT format itself when it is a built-in one;
     for a user format, Free Reasoning's, or Only Label's when the format carries no rationale."""
-    from shared.prompts import SFT_OUTPUT_FORMATS, registry_with
-
     name = config.data.sft_format
     if name in SFT_OUTPUT_FORMATS:
         return name
@@ -176,8 +174,6 @@ def _configured_data(config: RunConfig) -> RunInputs:
 
 def check_formats(config: RunConfig) -> None:
     """The SFT format and the GRPO prompt exist (built in, or in data.prompt_formats_file)."""
-    from shared.prompts import registry_with
-
     prompts = registry_with(config.data.prompt_formats_file)
     prompts.get(config.grpo.prompt_format)
     if config.sft is not None:

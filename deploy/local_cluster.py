@@ -26,6 +26,7 @@ def start_private_cluster(namespace: str) -> Path:
     """Start the run's own cluster and connect to it; returns its folder (remove it after
     `ray.shutdown()` with `remove_private_cluster_files`)."""
     os.environ[SINGLE_MACHINE_SWITCH] = "0"
+    # after the switch above is set: Ray reads it when it is imported
     import ray
     from ray._private import ray_constants  # pinned Ray; no public API for this
 

@@ -110,6 +110,7 @@ def cuda_peak(device: torch.device) -> Iterator[dict[str, float]]:
 def _attach_lora(model: Any, lora: LoraSettings, gradient_checkpointing: bool, reference: bool) -> Any:
     """The trainer's set-up (trainer/model.py, trainer/grpo.py): frozen base, a trainable "policy"
     LoRA (and a frozen "reference" one for GRPO), checkpointing with inputs that require grad."""
+    # peft and the trainer (seconds to import) load only when a GPU is measured
     from peft import get_peft_model
 
     model.requires_grad_(False)
@@ -150,6 +151,7 @@ def measure_sft_step(
 ) -> dict[str, float]:
     """One micro-batch of one X-ray per step through trainer/sft.py's `optimizer_step` (assistant-only
     loss over `target_tokens`, LoRA dropout as `lora` says); peak over the last of MEASURED_STEPS."""
+    # peft and the trainer (seconds to import) load only when a GPU is measured
     from trainer.sft import optimizer_step
     from trainer.sft_data import IGNORE_INDEX, SftBatch
 

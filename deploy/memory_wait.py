@@ -11,6 +11,7 @@ no CUDA context in the actor's own process.
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,9 +112,7 @@ def process_name(pid: int) -> str:
 def nvml_reader() -> Callable[[], GpuMemory] | None:
     """A reader of the GPU this process was given (the first of CUDA_VISIBLE_DEVICES), or None where
     there is no NVML or no GPU (CPU machines: nothing to wait for)."""
-    import os
-
-    try:
+    try:  # vLLM takes seconds to import: only in the replica that waits, and it may be absent
         from vllm.third_party import pynvml
     except ImportError:
         return None

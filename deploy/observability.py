@@ -22,6 +22,7 @@ class RunMetrics:
             self.log_file.keep(
                 lambda entry: entry.get("phase") != "grpo" or entry.get("step", 0) <= resume_from_step
             )
+        # tensorboard takes a second to import: only once a run logs
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
@@ -119,6 +120,7 @@ def _figure(
     segments: list[RewardSegment],
     restart: bool,
 ) -> Any:
+    # matplotlib only once plots are drawn (the driver imports this module at start)
     import matplotlib.pyplot as plt
 
     steps = [entry["step"] for entry in metrics]
@@ -142,6 +144,7 @@ def _figure(
 def training_figures(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """The training plots as matplotlib figures, by file name. Reward plots restart their EMA at
     each reward swap, and every plot marks the swaps with the new reward's name and version."""
+    # matplotlib only once plots are drawn (the driver imports this module at start)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,6 +167,7 @@ def training_figures(metrics: list[dict[str, Any]]) -> dict[str, Any]:
 
 def training_plots(metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """reward.png, reward_components.png, completion_length.png from GRPO step metrics."""
+    # matplotlib only once plots are drawn (the driver imports this module at start)
     import matplotlib.pyplot as plt
 
     figures = training_figures(metrics)
@@ -179,10 +183,11 @@ def training_plots(metrics: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 def evaluation_curve(points: list[dict[str, Any]], out_path: Path) -> Path | None:
     """In-distribution and out-of-distribution macro-F1 over GRPO steps, on one chart."""
+    # matplotlib only once plots are drawn (the driver imports this module at start)
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after the backend is chosen
 
     if not points:
         return None

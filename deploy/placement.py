@@ -14,9 +14,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from deploy.config import RunConfig
 from deploy.interrupts import keep_sigterm_handler
 from deploy.local_cluster import remove_private_cluster_files, start_private_cluster
+from deploy.memory_wait import ShareWait, ShareWaitingReplica
 from deploy.placement_checks import (
     PlacedActor,
     resource_ask,
@@ -24,9 +27,12 @@ from deploy.placement_checks import (
     unshared_run_dir_message,
     wait_until_placed,
 )
+from rewards.router import ROUTER_NAME, start_router
+from rollout_server.config import ServerConfig
 from shared.errors import UserError
 from shared.ray_calls import connect_to_cluster, get_through_restarts
 from shared.replicas import RolloutReplicas
+from trainer.actor import TrainerActor
 
 log = logging.getLogger("cxr_rl.driver")
 
@@ -45,8 +51,6 @@ class Placement:
 
     @classmethod
     def connect(cls, config: RunConfig, model: Path, address: str) -> "Placement":
-        import ray
-
         private_cluster = None
         try:
             # SIGTERM stops the run as Ctrl-C does (deploy/interrupts.py), not as ray.init() would.
@@ -73,11 +77,6 @@ class Placement:
 
     # ------------------------------------------------------------------------------------------
     def start_replicas(self) -> None:
-        import ray
-
-        from deploy.memory_wait import ShareWait, ShareWaitingReplica
-        from rollout_server.config import ServerConfig
-
         rollout = self.config.rollout
         server_config = ServerConfig(
             engine=self.config.engine_config(str(self.model)),
@@ -118,10 +117,6 @@ class Placement:
         return self.rollout_replicas().urls()
 
     def start_reward_router(self) -> None:
-        import ray
-
-        from rewards.router import ROUTER_NAME, start_router
-
         try:  # a router left behind by a crashed driver in this namespace
             ray.kill(ray.get_actor(ROUTER_NAME, namespace=self.config.namespace))
             log.warning("removed a stale reward router from namespace %s", self.config.namespace)
@@ -131,8 +126,6 @@ class Placement:
         self.router = start_router(reward.spec, reward.config, namespace=self.config.namespace)
 
     def reward_worker_identity(self) -> str:
-        import ray
-
         target = ray.get(self.router.current.remote())
         if target.actor is None:
             return f"{target.spec} (HTTP, generation {target.generation})"
@@ -140,10 +133,6 @@ class Placement:
         return f"{info.get('name')} {info.get('version')} (generation {target.generation}, pid {info.get('pid', '?')})"
 
     def start_trainer(self) -> None:
-        import ray
-
-        from trainer.actor import TrainerActor
-
         placement, split = self.config.trainer, self.config.gpu_split()
         num_gpus = split.trainer_num_gpus if split else 0.0
         cap = (split.trainer_memory_fraction, split.gpu_gib) if split else (None, None)
@@ -168,8 +157,6 @@ class Placement:
 
     def shutdown(self) -> None:
         """Stop every actor this run placed (engine processes included), then disconnect."""
-        import ray
-
         if not ray.is_initialized():
             return
         stops = []

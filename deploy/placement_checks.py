@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
 from shared.errors import UserError
 
 
@@ -31,8 +34,6 @@ def resource_ask(num_cpus: float, num_gpus: float, resources: dict[str, float]) 
 
 def _node_of(actor: Any, probe: str | None = None) -> dict[str, Any]:
     """Run inside the actor: its node, and whether it sees `probe`."""
-    import ray
-
     return {
         "node_id": ray.get_runtime_context().get_node_id(),
         "sees_probe": bool(probe) and Path(probe).is_file(),
@@ -42,9 +43,6 @@ def _node_of(actor: Any, probe: str | None = None) -> dict[str, Any]:
 def wait_until_placed(actors: list[PlacedActor], timeout_s: float, probe: str | None = None) -> list[dict]:
     """Each actor's `_node_of` answer, once all are placed; UserError naming the first actor still
     unplaced after `timeout_s` (or one whose constructor failed)."""
-    import ray
-    from ray.exceptions import GetTimeoutError, RayActorError
-
     pending = {actor.what: actor.handle.__ray_call__.remote(_node_of, probe) for actor in actors}
     ray.wait(list(pending.values()), num_returns=len(pending), timeout=timeout_s)
     answers = []
@@ -68,8 +66,6 @@ def unplaced_message(actor: PlacedActor, timeout_s: float) -> str:
 
 def describe_nodes() -> str:
     """Every alive node's address and its free / total resources (memory and object store left out)."""
-    import ray
-
     available = _available_by_node()
     parts = []
     for node in ray.nodes():

@@ -10,6 +10,8 @@ from typing import Any
 from deploy.config import RunConfig
 from deploy.embedded import RunInputs
 from deploy.run_outcome import RunOutcome
+from evaluation.report import read_report
+from evaluation.report_markdown import generalization_lines
 from shared.atomic_files import write_atomically
 
 HEADLINE = ("reward_mean", "reward_std", "kl", "entropy", "completion_len_mean", "clip_low_frac", "clip_high_frac",
@@ -112,8 +114,6 @@ def selection_section(selection: dict[str, Any]) -> list[str]:
 def final_section(run_dir: Path, report: dict[str, Any] | None) -> list[str]:
     if not report:
         return ["", "## Final evaluation", "", "No report sets: the run has no final report on test sets."]
-    from evaluation.report import read_report
-    from evaluation.report_markdown import generalization_lines
 
     evaluation_report = read_report(report["files"]["json_path"])
     lines = [

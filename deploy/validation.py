@@ -17,11 +17,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dataprep.split import draw_split
 from deploy.config import EvaluationSettings
 from evaluation.bootstrap import bootstrap_f1
 from evaluation.datasets import infer_label_set
 from evaluation.metrics import label_matrices
 from evaluation.records import PredictionRecord, read_prediction_records, write_prediction_records
+from evaluation.runner import EvalSampling, EvalSettings, evaluate_checkpoints
 from evaluation.selection import SelectionConfig, StepEvaluation, choices_by_rule, ood_early_warning
 from evaluation.skill import skill_over_shortcut
 from shared.manifest import ManifestRecord, read_manifest, write_manifest
@@ -38,7 +40,6 @@ def selection_subset(
     larger), image paths absolute, ordered by id; an existing file is reused as it is."""
     if out.is_file():
         return out, read_manifest(out)
-    from dataprep.split import draw_split
 
     records = [
         record.model_copy(update={"image": str(record.image_path(Path(manifest).parent).resolve())})
@@ -112,8 +113,6 @@ class TrainingValidation:
         )
 
     def eval_settings(self) -> Any:
-        from evaluation.runner import EvalSampling, EvalSettings
-
         return EvalSettings(
             sampling=EvalSampling(max_tokens=self.settings.max_tokens, prompt_format=self.prompt_format),
             in_distribution=[ID_SET],
@@ -130,8 +129,6 @@ class TrainingValidation:
     ) -> dict[str, Any]:
         """Score the version live after `step` optimizer steps on the selection subsets; keep its
         answers (for paired comparisons) and its adapter (for the final report)."""
-        from evaluation.runner import evaluate_checkpoints
-
         outcome = evaluate_checkpoints(url, self.datasets, [adapter], self.eval_settings(), token=self.token)
         name = outcome.checkpoints[0]
         records = outcome.records[name]

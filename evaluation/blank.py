@@ -22,6 +22,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
         with path.open("rb") as handle:
             head = handle.read(132)
         if is_dicom(head):
+            # pydicom only for a DICOM file (most images are PNG or JPEG)
             import pydicom
 
             dataset = pydicom.dcmread(path, stop_before_pixels=True)

@@ -3,7 +3,12 @@
 without a server."""
 
 import argparse
+import json
+import os
+from pathlib import Path
 
+from shared.config import parse_config
+from shared.errors import UserError
 from shared.labels import LABEL_SETS
 
 
@@ -239,10 +244,8 @@ def register_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    import json
-
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from evaluation.records import read_scored_predictions
-    from shared.errors import UserError
 
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap must be 0 (none) or a number of resamples, not {args.bootstrap}")
@@ -267,12 +270,11 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from evaluation.records import group_by_checkpoint, read_prediction_records
     from evaluation.report import build_report
     from evaluation.report_config import ReportConfig
     from evaluation.report_files import write_report
-    from shared.config import parse_config
-    from shared.errors import UserError
 
     datasets = {}
     for item in args.dataset:
@@ -301,8 +303,6 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
-    from shared.errors import UserError
-
     pairs: dict[str, str] = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -315,13 +315,6 @@ def _pairs(items: list[str], option: str, example: str) -> dict[str, str]:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import json
-    import os
-    from pathlib import Path
-
-    from shared.config import parse_config
-    from shared.errors import UserError
-
     manifests = _pairs(args.dataset, "--dataset", "nih=manifests/nih_test.jsonl")
     label_sets = _pairs(args.labels, "--labels", "nih=nih10")
     unknown = sorted(set(label_sets) - set(manifests))
@@ -330,6 +323,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.bootstrap < 1:
         raise UserError(f"--bootstrap must be at least 1, not {args.bootstrap}")
     loads = _pairs(args.load_adapter, "--load-adapter", "grpo=checkpoints/step-400")
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from evaluation.runner import (
         EvalSettings,
         checkpoint_name,
@@ -384,6 +378,7 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=args.bootstrap_seed,
         valid_only=args.valid_only,
     )
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from evaluation.records import flatten_checkpoint_records, write_prediction_records
     from shared.atomic_files import write_atomically
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from rewards.label_frequencies import CHEXPERT_LABEL_FREQUENCIES
 from rewards.protocol import RewardFunction, reward_scale
+from rewards.registry import load_reward
 from shared.labels import CHEXPERT_LABELS, NO_FINDING
 from shared.schemas import RewardItem
 
@@ -82,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=2000, help="simulated X-rays (groups of 4 answers)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from rewards.registry import load_reward
 
     print(f"{'reward':8} {'scale':>6} {'malformed':>9} {'mean |A| raw':>13} {'scaled':>8}")
     for share in (0.0, 0.05):

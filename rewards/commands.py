@@ -2,10 +2,15 @@
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from shared.config import describe_validation_error
 from shared.errors import UserError
 
 REWARD_NAME_HELP = "reward: 'hard', 'nuanced' or a plugin's import path 'package.module:Class'"
@@ -100,9 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def read_reward_config(path: str | None) -> dict[str, Any] | None:
     if path is None:
         return None
-    from pathlib import Path
-
-    import yaml
 
     file = Path(path)
     if not file.is_file():
@@ -138,6 +140,7 @@ def _emit(record: dict[str, Any]) -> None:
 
 
 def run_parse(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from rewards.parsing import ParserConfig, parse_completion
 
     config = ParserConfig(mode=args.mode, tags=args.tags)
@@ -150,11 +153,11 @@ def run_parse(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from pydantic import ValidationError
 
     from rewards.protocol import score_request
     from rewards.registry import load_reward
-    from shared.config import describe_validation_error
     from shared.schemas import RewardItem, RewardRequest
 
     if not args.name:
@@ -173,6 +176,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from rewards.http_service import serve
     from rewards.registry import load_reward
 
@@ -187,8 +191,6 @@ def run_serve(args: argparse.Namespace) -> int:
 def check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Ray retries an unreachable GCS address for minutes; a host:port that refuses a TCP
     connection is reported at once instead."""
-    import socket
-
     host, colon, port = address.removeprefix("ray://").rpartition(":")
     if address == "auto" or not colon or not port.isdigit():
         return
@@ -199,6 +201,7 @@ def check_reachable(address: str, timeout_s: float = 3.0) -> None:
 
 
 def run_swap(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     import ray
 
     from rewards.router import swap_reward
@@ -219,8 +222,7 @@ def run_swap(args: argparse.Namespace) -> int:
 
 
 def run_frequencies(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from rewards.label_frequencies import (
         frequencies_from_csv,
         frequencies_from_manifest,

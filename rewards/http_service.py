@@ -10,6 +10,7 @@ The service is stateless: the reward's carried state comes in `RewardRequest.sta
 Run it with `cxr-rl reward serve --name NAME --host 127.0.0.1 --port 8100`. See rewards/PROTOCOL.md.
 """
 
+import uvicorn
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 
 from rewards.protocol import RewardError, RewardFunction, reward_scale, score_request
@@ -61,6 +62,4 @@ def create_app(reward: RewardFunction) -> FastAPI:
 def serve(
     reward: RewardFunction, host: str = "127.0.0.1", port: int = 8100, log_level: str = "warning"
 ) -> None:
-    import uvicorn
-
     uvicorn.run(create_app(reward), host=host, port=port, log_level=log_level)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS
+from shared.manifest import read_manifest
 
 # `cxr-rl reward frequencies` on torchxrayvision 1.5.7's chexpert_train.csv.gz (CheXpert-v1.0-small
 # train.csv): 191,027 frontal images, 4.1% of them with no positive label.
@@ -116,8 +117,6 @@ def frequencies_from_csv(path: Path) -> FrequencyTable:
 
 def frequencies_from_manifest(path: Path) -> FrequencyTable:
     """A training manifest (JSONL, as `cxr-rl data split` writes): one label set per image."""
-    from shared.manifest import read_manifest
-
     records = read_manifest(path)
     if not records:
         raise UserError(f"{path}: no records to count")

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from typing import Any
 
+import ray
+
 from rollout_server.config import ServerConfig
 from rollout_server.errors import RequestError
 from rollout_server.runner import EmbeddedServer
@@ -49,8 +51,6 @@ class RolloutServerActor:
     async def _restart(self) -> None:
         """Called once the engine has died and the HTTP server has stopped: end this process so
         that Ray starts the replica afresh (counted against `max_restarts`)."""
-        import ray
-
         log.error("rollout replica: the vLLM engine died; asking Ray to restart this replica")
         ray.kill(ray.get_runtime_context().current_actor, no_restart=False)
 
@@ -86,8 +86,6 @@ class RolloutServerActor:
         return self.server.service.adapters.listing()
 
     async def node_ip(self) -> str:
-        import ray
-
         return ray.util.get_node_ip_address()
 
     async def stop(self) -> None:

@@ -28,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors import safe_open
+
 from rollout_server.engine import RolloutEngine
 from rollout_server.errors import RequestError, invalid, not_found
 from shared.schemas import AdapterInfo, AdapterSelector
@@ -60,6 +62,7 @@ class AdapterVersion:
         return f"{self.name}@v{self.version}"
 
     def lora_request(self):
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm.lora.request import LoRARequest
 
         return LoRARequest(self.vllm_name, self.lora_int_id, str(self.path))
@@ -101,7 +104,6 @@ def check_adapter_files(folder: Path, max_rank: int) -> tuple[int, str]:
             "adapter_config.target_modules",
             "targets the vision tower; vLLM applies LoRA to the language model only for this model",
         )
-    from safetensors import safe_open
 
     weights = folder / "adapter_model.safetensors"
     try:

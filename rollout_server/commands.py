@@ -1,6 +1,11 @@
 """`cxr-rl serve`: the rollout server as a process."""
 
 import argparse
+import os
+from pathlib import Path
+
+from shared.config import load_config, parse_config
+from shared.errors import UserError
 
 
 def register(subcommands: argparse._SubParsersAction) -> None:
@@ -46,15 +51,12 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 def api_key_from_env() -> str | None:
     """The key from the environment: CXR_RL_API_KEY (as vLLM reads VLLM_API_KEY), or the older
     CXR_RL_API_TOKEN."""
-    import os
-
     return os.environ.get("CXR_RL_API_KEY") or os.environ.get("CXR_RL_API_TOKEN")
 
 
 def server_config_from_args(args: argparse.Namespace):
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from rollout_server.config import ServerConfig
-    from shared.config import load_config, parse_config
-    from shared.errors import UserError
 
     engine = {
         key: value
@@ -93,13 +95,10 @@ def server_config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from shared.errors import UserError
-
     config = server_config_from_args(args)
     if not (Path(config.engine.model) / "config.json").is_file():
         raise UserError(f"no model at {config.engine.model} (expected a folder with config.json)")
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from rollout_server.runner import serve_forever
 
     return serve_forever(config)  # 1 when the engine died (for a supervisor to restart the server)

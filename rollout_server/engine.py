@@ -17,6 +17,7 @@ ENGINE_DEAD = "the vLLM engine died; this server is going down to be restarted (
 @contextlib.contextmanager
 def engine_alive() -> Iterator[None]:
     """A call into a dead engine answers 503 (retry elsewhere or later), not a 500."""
+    # vLLM (seconds to import) loads in the server process only, not where replicas are placed
     from vllm.v1.engine.exceptions import EngineDeadError
 
     try:
@@ -26,6 +27,7 @@ def engine_alive() -> Iterator[None]:
 
 
 def engine_args(config: EngineConfig) -> Any:
+    # vLLM (seconds to import) loads in the server process only, not where replicas are placed
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.platforms import current_platform
 
@@ -68,6 +70,7 @@ class RolloutEngine:
 
     def image_attention(self) -> str:
         """How image tokens attend in this engine (see shared.schemas.ServerInfo.image_attention)."""
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm.platforms import current_platform
 
         prefix_lm = bool(getattr(self.llm.vllm_config.model_config, "is_mm_prefix_lm", False))
@@ -76,6 +79,7 @@ class RolloutEngine:
 
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.config.cpu_kv_cache_gib))))
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args(self.config))
@@ -117,6 +121,7 @@ class RolloutEngine:
                 yield output
 
     async def canary_logprobs(self, lora_request: Any) -> list[float]:
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm import SamplingParams
 
         token_ids = list(CANARY_TOKEN_IDS)

@@ -136,6 +136,7 @@ def model_selector(model: str | None, served_name: str) -> AdapterSelector:
 
 
 def sampling_params(request: ChatCompletionRequest, logit_bias: dict[int, float]) -> Any:
+    # vLLM (seconds to import) loads in the server process only, not where replicas are placed
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 

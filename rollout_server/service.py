@@ -57,6 +57,7 @@ class RolloutService:
 
     async def start(self) -> None:
         try:
+            # transformers, like vLLM, loads in the server process only, not where replicas are placed
             from transformers import AutoProcessor
 
             self.processor = await asyncio.to_thread(AutoProcessor.from_pretrained, self.config.engine.model)
@@ -83,6 +84,7 @@ class RolloutService:
         return self.startup_error or "the engine is still loading; poll /ready"
 
     def info(self) -> ServerInfo:
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         import vllm
         from vllm.platforms import current_platform
 
@@ -156,6 +158,7 @@ class RolloutService:
         adapter: AdapterVersion | None,
         preprocess_s: float,
     ) -> RolloutResult:
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm.exceptions import VLLMValidationError
 
         try:
@@ -172,6 +175,7 @@ class RolloutService:
         return self._result(prompt, output, adapter, preprocess_s, time.perf_counter() - started)
 
     def _sampling_params(self, settings: SamplingSettings, index: int) -> Any:
+        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 

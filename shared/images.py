@@ -105,6 +105,7 @@ def _dicom_transfer_syntax(data: bytes) -> str:
 
 
 def _dicom_header(data: bytes):
+    # pydicom only for a DICOM file (most images are PNG or JPEG)
     import pydicom
 
     if _dicom_transfer_syntax(data) == DEFLATED_TRANSFER_SYNTAX:
@@ -141,6 +142,7 @@ def check_header(header: ImageHeader, max_pixels: int) -> None:
 def dicom_to_uint8(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a DICOM file's first frame to 8-bit grayscale: modality and VOI LUT applied,
     MONOCHROME1 inverted."""
+    # pydicom only for a DICOM file (most images are PNG or JPEG)
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     header, dataset = _dicom_header(data)

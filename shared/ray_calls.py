@@ -16,6 +16,7 @@ def get_through_restarts(
     call: Callable[[], Any], what: str, timeout_s: float = 900.0, poll_s: float = 2.0
 ) -> Any:
     """`ray.get(call())`, repeated while the actor is restarting (a permanently dead one still raises)."""
+    # Ray only where a Ray call is made: every process imports shared/
     import ray
     from ray.exceptions import ActorUnavailableError
 
@@ -35,6 +36,7 @@ def get_all_through_restarts(
 ) -> list[Any]:
     """`get_through_restarts` for several actors at once: all calls start together (replicas load
     in parallel); one that meets a restarting actor is made again once the actor is back."""
+    # Ray only where a Ray call is made: every process imports shared/
     import ray
     from ray.exceptions import ActorUnavailableError
 

@@ -46,7 +46,9 @@ def default_model_dir(arch: str, seed: int, cache_root: str | Path) -> Path:
 
 def _builder(arch: str):
     if arch == "medgemma":
+        # each builder imports torch and transformers (seconds): only the one asked for
         from tiny_models.medgemma import build
     else:
+        # each builder imports torch and transformers (seconds): only the one asked for
         from tiny_models.qwen_vl import build
     return build

@@ -22,6 +22,7 @@ def register(subcommands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from tiny_models import build_tiny_model
 
     path = build_tiny_model(args.arch, args.out, seed=args.seed)

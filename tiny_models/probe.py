@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from dataprep.loading import LoadOptions
+from dataprep.mimic import load_mimic
+from dataprep.split import draw_split
+from evaluation.baselines import score_prevalence_baseline, training_prevalence
+from evaluation.metrics import score_label_lists
 from shared.images import decode_xray
 from shared.labels import CHEXPERT_LABELS
 from shared.manifest import ManifestRecord, read_manifest
@@ -42,8 +50,6 @@ class ProbeReport(BaseModel):
 @torch.no_grad()
 def image_features(model_dir: str | Path, images: Sequence[bytes], batch_size: int = 16) -> np.ndarray:
     """[N, tokens x hidden] float32: each X-ray's image tokens as the language model receives them."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
     rows: list[np.ndarray] = []
@@ -64,9 +70,6 @@ def fit_and_predict(
 ) -> list[list[list[str]]]:
     """One L2 logistic regression per label on standardised features; a label always (or never)
     present in training is predicted always (or never)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     scaler = StandardScaler().fit(train_x)
     train_z = scaler.transform(train_x)
     tests_z = [scaler.transform(x) for x in test_x]
@@ -87,12 +90,6 @@ def fit_and_predict(
 
 def phantom_probe(model_dir: str | Path, phantom_root: str | Path, seed: int = 0) -> ProbeReport:
     """Probe `model_dir` on a folder written by `dataprep.phantoms.make_phantoms`."""
-    from dataprep.loading import LoadOptions
-    from dataprep.mimic import load_mimic
-    from dataprep.split import draw_split
-    from evaluation.baselines import score_prevalence_baseline, training_prevalence
-    from evaluation.metrics import score_label_lists
-
     root = Path(phantom_root)
     pool = load_mimic(root / "mimic", LoadOptions(progress=False)).records
     held_out = int(len(pool) * HELD_OUT_SHARE)

@@ -5,10 +5,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import ray
+
+from rewards.client import RewardClient
 from shared.ray_calls import get_through_restarts
 from shared.replicas import RolloutReplicas
 from trainer.grpo_config import GrpoConfig
+from trainer.model import cap_gpu_memory
+from trainer.rollouts import RolloutDispatcher
 from trainer.sft_config import SftConfig
+from trainer.sync import RayAdapterPublisher
 
 log = logging.getLogger("cxr_rl.trainer")
 
@@ -23,12 +29,11 @@ class TrainerActor:
         self.replicas = RolloutReplicas([])
         self.events: list[str] = []
         if memory_fraction is not None:
-            from trainer.model import cap_gpu_memory
-
             cap = cap_gpu_memory(memory_fraction, planned_gpu_gib or 0.0)
             log.info("trainer capped at %.1f GiB of GPU memory (fraction %g)", cap, memory_fraction)
 
     def run_sft(self, config: SftConfig, resume: bool = False) -> dict[str, Any]:
+        # peft and transformers (seconds) load in the trainer's process, not in the driver that places it
         from trainer.sft import train_sft
 
         summary = train_sft(config, Path(config.out), resume=resume)
@@ -45,10 +50,8 @@ class TrainerActor:
     ) -> dict[str, Any]:
         """`api_token`: the replicas' key (the driver makes one per run) for the trainer's HTTP calls."""
 
-        from rewards.client import RewardClient
+        # peft and transformers (seconds) load in the trainer's process, not in the driver that places it
         from trainer.grpo import GrpoTrainer
-        from trainer.rollouts import RolloutDispatcher
-        from trainer.sync import RayAdapterPublisher
 
         self.replicas = replicas
         self.grpo = GrpoTrainer(
@@ -76,8 +79,6 @@ class TrainerActor:
 
     def _recover_replicas(self, version: int) -> None:
         """Restart what Ray restarted (a new engine and port), reload `version` where it is missing."""
-        import ray
-
         urls = self.replicas.urls()
         moved = self.grpo.rollouts.reconnect(urls)
         name = self.grpo.config.adapter_name

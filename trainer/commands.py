@@ -2,6 +2,12 @@
 (GRPO against running rollout servers, without the driver)."""
 
 import argparse
+import json
+import os
+from pathlib import Path
+
+from shared.config import load_config
+from shared.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,16 +64,12 @@ def add_grpo_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_grpo(args: argparse.Namespace) -> int:
-    import json
-    import os
-    from pathlib import Path
-
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from tqdm import tqdm
 
     from rewards.client import RewardClient
     from rewards.registry import load_reward
     from rollout_server.client import RolloutClient
-    from shared.config import load_config
     from trainer.grpo import GrpoTrainer
     from trainer.grpo_config import GrpoConfig
     from trainer.rollouts import RolloutDispatcher
@@ -103,8 +105,7 @@ def run_grpo(args: argparse.Namespace) -> int:
 
 
 def run_sft(args: argparse.Namespace) -> int:
-    from shared.config import load_config
-    from shared.errors import UserError
+    # loaded when the command runs, so that `cxr-rl --help` stays fast
     from trainer.sft import train_sft
     from trainer.sft_config import SftConfig
 

@@ -32,6 +32,7 @@ class LoraSettings(StrictModel):
         return rf".*language_model.*\.({'|'.join(self.projections)})"
 
     def peft_config(self) -> Any:
+        # peft takes seconds to import: every run config (LoraSettings) imports this module
         from peft import LoraConfig
 
         return LoraConfig(
@@ -56,6 +57,7 @@ def adapter_config_dict(model: Any, adapter_name: str) -> dict[str, Any]:
 
 def lora_state_dict(model: Any, adapter_name: str) -> dict[str, torch.Tensor]:
     """The adapter's tensors under the names PEFT saves (adapter name stripped), on CPU."""
+    # peft takes seconds to import: every run config (LoraSettings) imports this module
     from peft import get_peft_model_state_dict
 
     state = get_peft_model_state_dict(model, adapter_name=adapter_name)

@@ -69,6 +69,7 @@ def load_processor(
 ) -> Any:
     """The model's processor; the pixel bounds (Qwen-VL's image token budget) apply only where the
     image processor takes them (Gemma3 resizes every image to one fixed size)."""
+    # transformers and peft (seconds) load with a model: the driver imports this module
     from transformers import AutoProcessor
 
     model_dir = check_model_dir(model_dir)
@@ -92,6 +93,7 @@ def takes_pixel_bounds(image_processor: Any) -> bool:
 def end_of_turn_ids(model_dir: str | Path, processor: Any) -> frozenset[int]:
     """Token ids that end the assistant's turn: the generation config's EOS ids (Gemma3:
     <eos> and <end_of_turn>; Qwen-VL: <|im_end|> and <|endoftext|>), else the tokenizer's EOS."""
+    # transformers and peft (seconds) load with a model: the driver imports this module
     from transformers import GenerationConfig
 
     ids: list[int] = []
@@ -124,6 +126,7 @@ def load_policy(
 ) -> tuple[Any, Any]:
     """(peft_model, processor): the base model frozen (vision encoder and projector included) with
     a new LoRA from `lora`, or the adapter saved in `adapter_path` (whose own config then wins)."""
+    # transformers and peft (seconds) load with a model: the driver imports this module
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText
 

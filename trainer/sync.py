@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rollout_server.client import RolloutServerError
 from shared.ray_calls import get_all_through_restarts, get_through_restarts
 from shared.schemas import AdapterInfo, AdapterUpdate
 
@@ -40,6 +41,7 @@ class RayAdapterPublisher:
         self.replicas, self.timeout_s = replicas, timeout_s
 
     def publish(self, update: AdapterUpdate) -> PublishResult:
+        # Ray only for Ray replicas: `cxr-rl grpo --server` publishes over HTTP
         import ray
 
         started = time.perf_counter()
@@ -55,7 +57,6 @@ class RayAdapterPublisher:
         )
 
     def forget(self, name: str) -> None:
-
         for replica in self.replicas:
             get_through_restarts(
                 lambda r=replica: r.forget_adapter.remote(name), "unloading an adapter", self.timeout_s
@@ -75,8 +76,6 @@ class HttpAdapterPublisher:
         )
 
     def forget(self, name: str) -> None:
-        from rollout_server.client import RolloutServerError
-
         for client in self.clients:
             try:
                 client.unload_adapter(name)

@@ -76,6 +76,7 @@ def with_model_field(call):
 async def _generate(
     service: RolloutService, selector: AdapterSelector, prompt: PreparedPrompt, params: Any
 ) -> Any:
+    # vLLM (seconds to import) loads in the server process only, not where replicas are placed
     from vllm.exceptions import VLLMValidationError
 
     adapter = with_model_field(lambda: service.adapters.acquire(selector))
@@ -108,6 +109,7 @@ async def _stream(
 ) -> AsyncIterator[str]:
     """The adapter is held from the first event to the last (or to the client's hang-up: the
     generator is cancelled, vLLM aborts the request)."""
+    # vLLM (seconds to import) loads in the server process only, not where replicas are placed
     from vllm.exceptions import VLLMValidationError
 
     try:

@@ -1,6 +1,7 @@
 """No import circles: no module of the project's packages imports a module that imports it back,
 directly or through others. Every import counts, at module level or inside a function (an import
-moved into a function hides a circle from Python at start-up, not from a reader)."""
+moved into a function hides a circle from Python at start-up, not from a reader). An import inside
+a function is there to keep start-up fast, and says so in a comment."""
 
 import ast
 import tomllib
@@ -79,6 +80,42 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def unexplained_function_imports() -> list[str]:
+    """`file:line` of each run of imports inside a function with no comment on it or just above."""
+    found = []
+    for path in module_files().values():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for body in statement_lists(node):
+                for run in import_runs(body):
+                    first, last = run[0].lineno, run[-1].end_lineno
+                    text = lines[first - 2 : last]  # the line above the run, and the run
+                    if not any("#" in line for line in text):
+                        found.append(f"{path.relative_to(PROJECT)}:{first}")
+    return found
+
+
+def statement_lists(function: ast.AST) -> list[list[ast.stmt]]:
+    return [
+        getattr(node, field)
+        for node in ast.walk(function)
+        for field in ("body", "orelse", "finalbody")
+        if isinstance(getattr(node, field, None), list) and not isinstance(node, ast.Module)
+    ]
+
+
+def import_runs(body: list[ast.stmt]) -> list[list[ast.stmt]]:
+    runs, current = [], []
+    for statement in body:
+        if isinstance(statement, ast.Import | ast.ImportFrom):
+            current.append(statement)
+        elif current:
+            runs, current = [*runs, current], []
+    return runs + ([current] if current else [])
+
+
 def test_the_graph_reads_every_package():
     graph = import_graph()
     assert {"deploy.driver", "trainer.grpo", "rollout_server.app", "rewards.client"} <= set(graph)
@@ -94,3 +131,7 @@ def test_a_circle_is_found_and_named():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_every_import_inside_a_function_says_why():
+    assert unexplained_function_imports() == []
