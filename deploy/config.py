@@ -2,7 +2,7 @@
 the SFT and GRPO sections are the trainer's own configs, completed with the run's model and data."""
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -43,6 +43,11 @@ class DataSettings(StrictModel):
     no selection set holds a row of a dataset's official test split: the driver refuses such a
     config before any training, naming the file."""
 
+    removed_options: ClassVar[dict[str, str]] = {
+        "ood_manifest": "ood_manifest was split in two: ood_val_manifest (the OOD selection set, scored while "
+        "training) and report_sets (the test sets of the final report)"
+    }
+
     phantoms: PhantomData | None = None
     sft_manifest: Path | None = Field(None, description="with `target` filled (teacher traces or synthetic)")
     rl_manifest: Path | None = None
@@ -63,16 +68,6 @@ class DataSettings(StrictModel):
         description="YAML or JSON of user prompt formats (name: instruction), for SFT, the rollout "
         "server, GRPO and evaluation alike",
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed(cls, values: Any) -> Any:
-        if isinstance(values, dict) and "ood_manifest" in values:
-            raise ValueError(
-                "ood_manifest was split in two: ood_val_manifest (the OOD selection set, scored while "
-                "training) and report_sets (the test sets of the final report)"
-            )
-        return values
 
     @model_validator(mode="after")
     def _distinct_report_names(self) -> "DataSettings":

@@ -8,9 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from shared.config import describe_validation_error
+from shared.config import describe_validation_error, read_yaml_mapping
 from shared.errors import UserError
 
 REWARD_NAME_HELP = "reward: 'hard', 'nuanced' or a plugin's import path 'package.module:Class'"
@@ -103,19 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_reward_config(path: str | None) -> dict[str, Any] | None:
-    if path is None:
-        return None
-
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"reward config file not found: {file}")
-    try:
-        data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"{file}: not valid YAML ({error})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{file}: expected a mapping of reward settings at the top level")
-    return data
+    return None if path is None else read_yaml_mapping(path, "reward config", "reward settings")
 
 
 def jsonl_lines(stream: Any) -> Iterator[tuple[int, dict[str, Any]]]:

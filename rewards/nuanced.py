@@ -49,9 +49,9 @@ Readings of the paper made here, all configurable:
 
 import math
 from collections import Counter, deque
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from rewards.hard import config_version
 from rewards.label_frequencies import CHEXPERT_LABEL_FREQUENCIES
@@ -66,6 +66,11 @@ STATE_FORMAT = 1
 
 
 class NuancedRewardConfig(StrictModel, frozen=True):
+    removed_options: ClassVar[dict[str, str]] = {
+        "collapse_min_predictions": "collapse_min_predictions is gone: the guard counts a window's empty slots "
+        "as holding no label, so it needs no warm-up (see rewards/nuanced.py)"
+    }
+
     exact_match: float = Field(100.0, gt=0.0)
     recall_credit: float = Field(30.0, ge=0.0)
     precision_credit: float = Field(20.0, ge=0.0)
@@ -104,16 +109,6 @@ class NuancedRewardConfig(StrictModel, frozen=True):
         if bad:
             raise ValueError(f"frequencies must lie in (0, 1]: {bad}")
         return frequencies
-
-    @model_validator(mode="before")
-    @classmethod
-    def _removed_options(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "collapse_min_predictions" in data:
-            raise ValueError(
-                "collapse_min_predictions is gone: the guard counts a window's empty slots as holding no "
-                "label, so it needs no warm-up (see rewards/nuanced.py)"
-            )
-        return data
 
     @property
     def repetition_allowance(self) -> int:

@@ -70,16 +70,6 @@ def _idempotency() -> dict[str, str]:
 
 
 class _Common:
-    def __init__(self, base_url: str, token: str | None, timeout_s: float, retry: RetryPolicy):
-        self.base_url = base_url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.timeout = http_timeout(timeout_s)
-        self.retrying = Retrying(retry, RETRY_STATUSES)
-
-
-class RolloutClient(_Common):
-    """Blocking client: `RolloutClient(url).rollouts(request)`."""
-
     def __init__(
         self,
         base_url: str,
@@ -87,8 +77,21 @@ class RolloutClient(_Common):
         timeout_s: float = 600.0,
         retry: RetryPolicy = DEFAULT_RETRY,
     ):
-        super().__init__(base_url, token, timeout_s, retry)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.timeout = http_timeout(timeout_s)
+        self.retrying = Retrying(retry, RETRY_STATUSES)
+        self._http = self._connect()
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+
+class RolloutClient(_Common):
+    """Blocking client: `RolloutClient(url).rollouts(request)`."""
+
+    def _connect(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     def close(self) -> None:
         self._http.close()
@@ -149,16 +152,9 @@ class RolloutClient(_Common):
 class AsyncRolloutClient(_Common):
     """Non-blocking client for callers that run an event loop (the evaluator, benchmarks)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None = None,
-        timeout_s: float = 600.0,
-        retry: RetryPolicy = DEFAULT_RETRY,
-    ):
-        super().__init__(base_url, token, timeout_s, retry)
+    def _connect(self) -> httpx.AsyncClient:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._http = httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=self.timeout, limits=limits
         )
 

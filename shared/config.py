@@ -1,10 +1,10 @@
 """Loading typed configs from YAML: validated once, errors name the key that is wrong."""
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from shared.errors import UserError
 
@@ -16,6 +16,18 @@ class StrictModel(BaseModel):
     (a misspelt option would otherwise run with its default)."""
 
     model_config = ConfigDict(extra="forbid")
+    # Options an earlier version took, each with the message that says what replaced it: refused
+    # with that message rather than as merely unknown.
+    removed_options: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_removed_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for option, message in cls.removed_options.items():
+                if option in data:
+                    raise ValueError(message)
+        return data
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -35,16 +47,23 @@ def parse_config(data: dict, config_class: type[ConfigT], source: str = "config"
 
 def load_config(path: str | Path, config_class: type[ConfigT], overrides: dict | None = None) -> ConfigT:
     """Read a YAML file into `config_class`; `overrides` (nested dict) wins over the file."""
+    data = read_yaml_mapping(path)
+    return parse_config(merge_nested(data, overrides or {}), config_class, source=str(path))
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config", keys: str = "config keys") -> dict:
+    """A YAML file holding a mapping (an empty file: {}); a missing file, bad YAML or another
+    shape is a `UserError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file not found: {path}")
+        raise UserError(f"{what} file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping of config keys at the top level")
-    return parse_config(merge_nested(data, overrides or {}), config_class, source=str(path))
+        raise UserError(f"{path}: expected a mapping of {keys} at the top level")
+    return data
 
 
 def merge_nested(base: dict, overrides: dict) -> dict:

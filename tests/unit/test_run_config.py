@@ -52,6 +52,12 @@ def test_a_bad_value_deep_in_a_section_is_refused_at_load(tmp_path):
         load_config(path, RunConfig)
 
 
+def test_a_removed_option_is_refused_saying_what_replaced_it(tmp_path):
+    path = write_config(tmp_path, {"data.ood_manifest": "nih.jsonl"})
+    with pytest.raises(UserError, match=r"data: .*ood_manifest was split in two: ood_val_manifest"):
+        load_config(path, RunConfig)
+
+
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_run_config_resolves_into_the_trainer_and_engine_configs(path):
     config = load_config(path, RunConfig)
