@@ -98,8 +98,8 @@ class ServerProcess:
 
 
 def phantom_xrays(out: Path, count: int, seed: int = 0, size: int = 512) -> list[bytes]:
-    """`count` distinct phantom chest X-rays (JPEG/PNG bytes) drawn by `dataprep.phantoms`."""
-    from dataprep.phantoms import make_phantoms
+    """`count` distinct phantom chest X-rays (JPEG/PNG bytes) drawn by `dataprep.phantoms.datasets`."""
+    from dataprep.phantoms.datasets import make_phantoms
 
     studies = max(1, math.ceil(count / 3))  # a phantom study has about 3.9 images
     while True:

@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def phantom_records(work: Path, count: int, size: int) -> list[Any]:
     """At least `count` distinct phantom images as manifest records with absolute paths (the
     MIMIC-, CheXpert- and NIH-style copies of a study differ in every byte)."""
-    from dataprep.phantoms import make_phantoms
+    from dataprep.phantoms.datasets import make_phantoms
     from shared.manifest import read_manifest
 
     studies = max(4, count // 3)

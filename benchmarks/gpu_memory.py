@@ -3,8 +3,8 @@ config's shapes (deploy/configs/medgemma-4b-a100.yaml), beside `cxr-rl plan-memo
 
 Built for a GPU machine with nothing but torch, transformers and accelerate: no vLLM, no Ray, no
 network. The model comes from MedGemma-4B's configuration (deploy/architectures.py) with random
-weights, allocated on the GPU directly; the steps are the trainer's own (deploy/memory_measure.py:
-trainer/sft.py's optimizer step; trainer/grpo.py's reference pass, policy pass with entropy and GRPO
+weights, allocated on the GPU directly; the steps are the trainer's own (deploy/memory/measure.py:
+trainer/sft/training.py's optimizer step; trainer/grpo/trainer.py's reference pass, policy pass with entropy and GRPO
 token loss per group), each measured over its second step, with the trainer's memory cap from the
 run's split for this GPU applied (so the cap is exercised as the run would set it). Needs, besides
 torch/transformers/accelerate: peft, pydantic, pyyaml and pillow; bring wheels of any that are
@@ -14,7 +14,7 @@ missing and pass each with `--wheel PATH` (installed with `pip install --no-deps
 
 About 2-4 minutes on an H200 (model build, two SFT and two GRPO steps). The last line printed is
 one JSON object: measured peaks, the plan's estimate, their ratio, and the trainer's CUDA context
-and fragmentation measured against the assumptions in deploy/memory_estimates.py.
+and fragmentation measured against the assumptions in deploy/memory/estimates.py.
 On a CPU it runs a reduced model as a smoke test (no peaks):
 
     python benchmarks/gpu_memory.py --device cpu --layers 1 --vocab 4096 --image-size 224 --max-tokens 8 --batch-size 1 --group-size 2
@@ -108,7 +108,7 @@ def gpu_settings(config: Any, device: Any) -> Any:
     """The run's gpu: section re-pointed at this GPU (the table's name when its memory matches)."""
     import torch
 
-    from deploy.memory_split import GPU_MEMORY_GIB, GpuSettings
+    from deploy.memory.split import GPU_MEMORY_GIB, GpuSettings
 
     if device.type != "cuda":
         return config.gpu
@@ -122,14 +122,14 @@ def gpu_settings(config: Any, device: Any) -> Any:
 
 def planned(config: Any, hf_config: Any, folder: Path) -> Any:
     """plan-memory's estimate for this very model (its config.json in `folder`)."""
-    from deploy.memory_plan import plan_memory
+    from deploy.memory.plan import plan_memory
 
     hf_config.save_pretrained(folder)
     return plan_memory(config.model_copy(update={"model": str(folder)}))
 
 
 def compare(measured: dict[str, float], budget: Any) -> dict[str, Any]:
-    from deploy.memory_estimates import TRAINER_CUDA_CONTEXT_GIB
+    from deploy.memory.estimates import TRAINER_CUDA_CONTEXT_GIB
 
     margin = next(item.gib for item in budget.items if item.label.startswith("allocator fragmentation"))
     planned_allocated = budget.need_gib - TRAINER_CUDA_CONTEXT_GIB - margin
@@ -157,9 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from deploy.architectures import MEDGEMMA_4B, build_random_model, scaled_config
-    from deploy.memory_estimates import TRAINER_CUDA_CONTEXT_GIB, TRAINER_FRAGMENTATION
-    from deploy.memory_measure import measure_grpo_step, measure_sft_step
-    from deploy.memory_plan import prompt_tokens_estimate
+    from deploy.memory.estimates import TRAINER_CUDA_CONTEXT_GIB, TRAINER_FRAGMENTATION
+    from deploy.memory.measure import measure_grpo_step, measure_sft_step
+    from deploy.memory.plan import prompt_tokens_estimate
     from trainer.model import cap_gpu_memory
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -120,7 +120,7 @@ def sft_stand_in(model_dir: Path, out: Path, seed: int) -> Path:
 
 
 def grpo_config(args: argparse.Namespace, model_dir: Path, sft_adapter: Path, manifest: Path) -> Any:
-    from trainer.grpo_config import GrpoConfig
+    from trainer.grpo.config import GrpoConfig
 
     return GrpoConfig.model_validate(
         {
@@ -227,11 +227,11 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from benchmarks._cluster import private_ray, rollout_replica
     from benchmarks._trl_grpo import run_trl, trl_version
-    from dataprep.phantoms import make_phantoms
+    from dataprep.phantoms.datasets import make_phantoms
     from rewards.client import RewardClient
     from rewards.router import start_router
     from tiny_models import build_tiny_model
-    from trainer.grpo import GrpoTrainer
+    from trainer.grpo.trainer import GrpoTrainer
     from trainer.rollouts import RolloutDispatcher
     from trainer.sync import RayAdapterPublisher
 

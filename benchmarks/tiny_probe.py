@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from dataprep.phantoms import make_phantoms
+    from dataprep.phantoms.datasets import make_phantoms
     from tiny_models import ARCHITECTURES, build_tiny_model
     from tiny_models.probe import phantom_probe
 

@@ -14,7 +14,7 @@ from shared.errors import UserError
 COMMAND_MODULES = (
     "tiny_models.commands",
     "dataprep.commands",
-    "dataprep.trace_commands",
+    "dataprep.traces.commands",
     "rollout_server.commands",
     "rewards.commands",
     "trainer.commands",

@@ -133,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_make_phantoms(args: argparse.Namespace) -> int:
     # loaded when the command runs, so that `cxr-rl --help` stays fast
-    from dataprep.phantoms import make_phantoms
+    from dataprep.phantoms.datasets import make_phantoms
 
     summary = make_phantoms(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
     images = ", ".join(f"{count} {name}" for name, count in summary.images.items())

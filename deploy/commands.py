@@ -128,8 +128,8 @@ def leave_ray() -> None:
 def run_plan_memory(args: argparse.Namespace) -> int:
     # loaded when the command runs, so that `cxr-rl --help` stays fast
     from deploy.config import RunConfig
-    from deploy.memory_plan import plan_memory
-    from deploy.memory_report import format_plan, totals_json
+    from deploy.memory.plan import plan_memory
+    from deploy.memory.report import format_plan, totals_json
 
     path = Path(args.config)
     shipped = Path(__file__).parent / "configs" / f"{args.config}.yaml"

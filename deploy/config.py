@@ -6,11 +6,11 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from deploy.memory_split import GpuSettings, GpuSplit, gpu_split, refuse_derived_keys
+from deploy.memory.split import GpuSettings, GpuSplit, gpu_split, refuse_derived_keys
 from rollout_server.config import EngineConfig, EngineSettings
 from shared.config import StrictModel
-from trainer.grpo_config import GrpoConfig, GrpoSettings, RewardSettings
-from trainer.sft_config import SftConfig, SftSettings
+from trainer.grpo.config import GrpoConfig, GrpoSettings, RewardSettings
+from trainer.sft.config import SftConfig, SftSettings
 
 EMBEDDED_MODEL = "embedded:tiny-medgemma"
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from deploy.config import RunConfig
 from deploy.embedded import RunInputs, prepare_inputs
 from deploy.final_report import final_report
-from deploy.memory_plan import require_fit
+from deploy.memory.plan import require_fit
 from deploy.observability import RunMetrics, evaluation_curve, read_metrics, training_plots
 from deploy.placement import Placement
 from deploy.run_outcome import RunOutcome

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dataprep.loading import LoadOptions
 from dataprep.mimic import load_mimic
-from dataprep.phantoms import make_phantoms
+from dataprep.phantoms.datasets import make_phantoms
 from dataprep.split import draw_split, labelled
 from deploy.config import EMBEDDED_MODEL, ReportSet, RunConfig
 from deploy.run_sets import RunSet, check_run_sets

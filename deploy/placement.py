@@ -1,7 +1,7 @@
 """Placing the run's actors on a Ray cluster and taking them down again.
 
 On one GPU the rollout replica and the trainer share it by memory partitioning, with every number
-derived from the run config's `gpu:` section (deploy/memory_split.py, `cxr-rl plan-memory`): Ray's
+derived from the run config's `gpu:` section (deploy/memory/split.py, `cxr-rl plan-memory`): Ray's
 fractional `num_gpus`, vLLM's `gpu_memory_utilization`, and the trainer's cap on the rest. Actors go
 wherever their resources are (`resources:` steers them to nodes that declare custom resources); each
 is awaited until placed, at most `placement_timeout_s`. The trainer writes into the run folder the
@@ -19,7 +19,7 @@ import ray
 from deploy.config import RunConfig
 from deploy.interrupts import keep_sigterm_handler
 from deploy.local_cluster import remove_private_cluster_files, start_private_cluster
-from deploy.memory_wait import ShareWait, ShareWaitingReplica
+from deploy.memory.wait import ShareWait, ShareWaitingReplica
 from deploy.placement_checks import (
     PlacedActor,
     resource_ask,

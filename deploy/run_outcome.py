@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from deploy.embedded import RunInputs
 from deploy.validation import TrainingValidation
-from trainer.grpo_config import GrpoConfig
+from trainer.grpo.config import GrpoConfig
 
 
 @dataclass

@@ -40,7 +40,7 @@ def tiny_qwen(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def phantom_root(tmp_path_factory) -> Path:
-    from dataprep.phantoms import make_phantoms
+    from dataprep.phantoms.datasets import make_phantoms
 
     root = tmp_path_factory.mktemp("phantoms")
     make_phantoms(root, n=48, seed=0)

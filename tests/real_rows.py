@@ -12,7 +12,12 @@ import csv
 import gzip
 from pathlib import Path
 
-from tests.unit.test_loaders_real_rows import head_rows, place_images, torchxrayvision_file, write_csv
+from tests.unit.dataprep.test_loaders_real_rows import (
+    head_rows,
+    place_images,
+    torchxrayvision_file,
+    write_csv,
+)
 
 
 def nih_copy(root: Path, rows: int = 1500) -> Path:

@@ -89,7 +89,7 @@ def fit_and_predict(
 
 
 def phantom_probe(model_dir: str | Path, phantom_root: str | Path, seed: int = 0) -> ProbeReport:
-    """Probe `model_dir` on a folder written by `dataprep.phantoms.make_phantoms`."""
+    """Probe `model_dir` on a folder written by `dataprep.phantoms.datasets.make_phantoms`."""
     root = Path(phantom_root)
     pool = load_mimic(root / "mimic", LoadOptions(progress=False)).records
     held_out = int(len(pool) * HELD_OUT_SHARE)

@@ -10,10 +10,10 @@ import ray
 from rewards.client import RewardClient
 from shared.ray_calls import get_through_restarts
 from shared.replicas import RolloutReplicas
-from trainer.grpo_config import GrpoConfig
+from trainer.grpo.config import GrpoConfig
 from trainer.model import cap_gpu_memory
 from trainer.rollouts import RolloutDispatcher
-from trainer.sft_config import SftConfig
+from trainer.sft.config import SftConfig
 from trainer.sync import RayAdapterPublisher
 
 log = logging.getLogger("cxr_rl.trainer")
@@ -23,7 +23,7 @@ class TrainerActor:
     """Use through `ray.remote(TrainerActor)`."""
 
     def __init__(self, memory_fraction: float | None = None, planned_gpu_gib: float | None = None) -> None:
-        """`memory_fraction`: the trainer's cap on a GPU shared with vLLM (deploy.memory_split),
+        """`memory_fraction`: the trainer's cap on a GPU shared with vLLM (deploy.memory.split),
         applied before any model is loaded; `planned_gpu_gib`: the GPU memory it was derived for."""
         self.grpo: Any = None
         self.replicas = RolloutReplicas([])
@@ -34,7 +34,7 @@ class TrainerActor:
 
     def run_sft(self, config: SftConfig, resume: bool = False) -> dict[str, Any]:
         # peft and transformers (seconds) load in the trainer's process, not in the driver that places it
-        from trainer.sft import train_sft
+        from trainer.sft.training import train_sft
 
         summary = train_sft(config, Path(config.out), resume=resume)
         return summary.model_dump(mode="json") if hasattr(summary, "model_dump") else dict(summary)
@@ -51,7 +51,7 @@ class TrainerActor:
         """`api_token`: the replicas' key (the driver makes one per run) for the trainer's HTTP calls."""
 
         # peft and transformers (seconds) load in the trainer's process, not in the driver that places it
-        from trainer.grpo import GrpoTrainer
+        from trainer.grpo.trainer import GrpoTrainer
 
         self.replicas = replicas
         self.grpo = GrpoTrainer(

@@ -52,7 +52,7 @@ def add_grpo_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     grpo.add_argument(
-        "--config", required=True, metavar="FILE", help="YAML GRPO config (trainer/grpo_config.py)"
+        "--config", required=True, metavar="FILE", help="YAML GRPO config (trainer/grpo/config.py)"
     )
     grpo.add_argument(
         "--server", action="append", required=True, metavar="URL", help="rollout server URL (repeat)"
@@ -70,8 +70,8 @@ def run_grpo(args: argparse.Namespace) -> int:
     from rewards.client import RewardClient
     from rewards.registry import load_reward
     from rollout_server.client import RolloutClient
-    from trainer.grpo import GrpoTrainer
-    from trainer.grpo_config import GrpoConfig
+    from trainer.grpo.config import GrpoConfig
+    from trainer.grpo.trainer import GrpoTrainer
     from trainer.rollouts import RolloutDispatcher
     from trainer.sync import HttpAdapterPublisher
 
@@ -106,8 +106,8 @@ def run_grpo(args: argparse.Namespace) -> int:
 
 def run_sft(args: argparse.Namespace) -> int:
     # loaded when the command runs, so that `cxr-rl --help` stays fast
-    from trainer.sft import train_sft
-    from trainer.sft_config import SftConfig
+    from trainer.sft.config import SftConfig
+    from trainer.sft.training import train_sft
 
     config = load_config(args.config, SftConfig)
     out = args.out or config.out

@@ -127,7 +127,7 @@ def image_encoding(model: Any, batch: CompletionBatch) -> ImageEncoding | None:
     text-only batch."""
     if "pixel_values" not in batch.image_inputs:
         return None
-    # transformers and peft load with the model, not with this module (trainer/sft_data.py imports it)
+    # transformers and peft load with the model, not with this module (trainer/sft/data.py imports it)
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -149,7 +149,7 @@ def vision_is_frozen(model: Any) -> bool:
     (everything of the inner model but its language model): an X-ray's encoding is then the same
     under every adapter (policy, reference, behaviour) and needs no gradient, so one encoding per
     step serves every pass. False when the layout is unknown."""
-    # transformers and peft load with the model, not with this module (trainer/sft_data.py imports it)
+    # transformers and peft load with the model, not with this module (trainer/sft/data.py imports it)
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -32,8 +32,8 @@ def grpo_trainer(tmp_path, name, tiny_medgemma, phantom_root, rollout_server, pu
     """A trainer on the shared server: 2 X-rays x G=2 per step, the adapter unloaded afterwards."""
     from rewards.client import RewardClient
     from rollout_server.client import RolloutClient
-    from trainer.grpo import GrpoTrainer
-    from trainer.grpo_config import GrpoConfig
+    from trainer.grpo.config import GrpoConfig
+    from trainer.grpo.trainer import GrpoTrainer
     from trainer.rollouts import RolloutDispatcher
     from trainer.sync import HttpAdapterPublisher
 

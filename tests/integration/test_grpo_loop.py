@@ -54,8 +54,8 @@ def reward_router(local_ray):
 
 def grpo_trainer(run_dir, name, tiny_medgemma, phantom_root, sft_adapter, actor, url, router):
     from rewards.client import RewardClient
-    from trainer.grpo import GrpoTrainer
-    from trainer.grpo_config import GrpoConfig
+    from trainer.grpo.config import GrpoConfig
+    from trainer.grpo.trainer import GrpoTrainer
     from trainer.rollouts import RolloutDispatcher
     from trainer.sync import RayAdapterPublisher
 
@@ -231,17 +231,17 @@ def test_sft_then_grpo_raises_held_out_hard_reward(
     version that sampled)."""
     from dataprep.loading import LoadOptions
     from dataprep.mimic import load_mimic
-    from dataprep.phantoms import make_phantoms
+    from dataprep.phantoms.datasets import make_phantoms
     from dataprep.split import draw_split
     from rewards.client import RewardClient
     from rewards.registry import load_reward
     from rollout_server.client import RolloutClient
     from shared.manifest import write_manifest
-    from trainer.grpo import GrpoTrainer
-    from trainer.grpo_config import GrpoConfig
+    from trainer.grpo.config import GrpoConfig
+    from trainer.grpo.trainer import GrpoTrainer
     from trainer.rollouts import RolloutDispatcher
-    from trainer.sft import train_sft
-    from trainer.sft_config import SftConfig
+    from trainer.sft.config import SftConfig
+    from trainer.sft.training import train_sft
     from trainer.sync import RayAdapterPublisher
     from trainer.templates import with_synthetic_targets
 

@@ -21,7 +21,7 @@ class LossCalls:
     def __init__(self, monkeypatch, grpo):
         import importlib
 
-        module = importlib.import_module("trainer.grpo")
+        module = importlib.import_module("trainer.grpo.trainer")
         self.calls: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         original = module.grpo_token_loss
 

@@ -25,7 +25,7 @@ from shared.schemas import RewardItem
 pytestmark = pytest.mark.integration
 
 SLOW = "tests.integration.test_reward_workers_plugins:SlowCountingReward"
-UNIT_PLUGINS = "tests.unit.test_rewards_plugins"
+UNIT_PLUGINS = "tests.unit.rewards.test_rewards_plugins"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -22,9 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
-from dataprep.trace_client import TeacherSettings
-from dataprep.trace_output import TraceRejection
-from dataprep.traces import TraceRunConfig, generate_traces
+from dataprep.traces.client import TeacherSettings
+from dataprep.traces.generation import TraceRunConfig, generate_traces
+from dataprep.traces.output import TraceRejection
 from rewards.parsing import parse_completion
 from shared.manifest import ManifestRecord, read_manifest, write_manifest
 from tests.support import free_port
@@ -217,8 +217,8 @@ def test_generation_validates_retries_and_counts(tmp_path, rg1_dicom_path):
 
 RUN_CLI = (
     "import sys, cxr_rl.cli as cli\n"
-    "if 'dataprep.trace_commands' not in cli.COMMAND_MODULES:\n"
-    "    cli.COMMAND_MODULES += ('dataprep.trace_commands',)\n"
+    "if 'dataprep.traces.commands' not in cli.COMMAND_MODULES:\n"
+    "    cli.COMMAND_MODULES += ('dataprep.traces.commands',)\n"
     "sys.exit(cli.main())\n"
 )
 

@@ -19,8 +19,8 @@ def test_two_replicas_share_rollouts_and_get_every_version(tmp_path, local_ray, 
     from rewards.registry import load_reward
     from rollout_server.actor import RolloutServerActor
     from rollout_server.config import EngineConfig, ServerConfig
-    from trainer.grpo import GrpoTrainer
-    from trainer.grpo_config import GrpoConfig
+    from trainer.grpo.config import GrpoConfig
+    from trainer.grpo.trainer import GrpoTrainer
     from trainer.rollouts import RolloutDispatcher
     from trainer.sync import RayAdapterPublisher
 

@@ -1,0 +1,1 @@
+"""dataprep/phantoms: see the modules."""

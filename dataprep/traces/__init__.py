@@ -1,0 +1,1 @@
+"""dataprep/traces: see the modules."""

@@ -1,0 +1,1 @@
+"""deploy/memory: see the modules."""

@@ -1,0 +1,1 @@
+"""trainer/grpo: see the modules."""

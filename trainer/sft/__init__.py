@@ -1,0 +1,1 @@
+"""trainer/sft: see the modules."""

@@ -1,0 +1,79 @@
+"""Typed configuration of one SFT run; the defaults are the paper's recipe."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from shared.config import StrictModel
+from trainer.lora import LoraSettings
+
+PIXELS_PER_QWEN_TOKEN = 28 * 28  # Qwen-VL: 14 px patches merged 2x2 into one visual token
+
+
+class SftDataSettings(StrictModel):
+    """How SFT reads its data, as a run config sets it; the run fills in the manifest and format."""
+
+    val_manifest: Path | None = Field(
+        None,
+        description="validation manifest; without one, val_fraction of the training patients is held out",
+    )
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="held-out share of patients (seeded)")
+    split_seed: int = Field(0, ge=0)
+    prompt_formats_file: Path | None = Field(None, description="extra prompt formats (name: instruction)")
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes decoding X-rays")
+
+
+class SftData(SftDataSettings):
+    train_manifest: Path = Field(description="JSONL of ManifestRecord with `target` filled in")
+    sft_format: str = Field(description="one of SFT_OUTPUT_FORMATS, or a format from prompt_formats_file")
+
+
+class SftTraining(StrictModel):
+    learning_rate: float = Field(5e-5, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    max_grad_norm: float = Field(5.0, gt=0.0)
+    per_device_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(
+        8, ge=1, description="optimizer step every N batches (the paper: 8, with batch 1)"
+    )
+    epochs: int = Field(6, ge=1)
+    early_stopping_patience: int = Field(2, ge=1, description="epochs without a lower validation loss")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (smoke tests)")
+    seed: int = Field(0, ge=0)
+
+
+class SftSettings(StrictModel):
+    """The SFT options of a run config (the paper's recipe as defaults); see SftConfig."""
+
+    data: SftDataSettings = SftDataSettings()
+    lora: LoraSettings = LoraSettings()
+    training: SftTraining = SftTraining()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    gradient_checkpointing: bool = True
+    min_pixels: int | None = Field(
+        256 * PIXELS_PER_QWEN_TOKEN,
+        ge=PIXELS_PER_QWEN_TOKEN,
+        description="Qwen-VL image token budget (the paper: 256 to 512 tokens); use the rollout server's "
+        "bounds, or the trained adapter sees other token counts. Gemma3 resizes to a fixed size",
+    )
+    max_pixels: int | None = Field(512 * PIXELS_PER_QWEN_TOKEN, ge=PIXELS_PER_QWEN_TOKEN)
+    progress: bool = Field(True, description="tqdm bar with the running loss")
+
+    @model_validator(mode="after")
+    def _pixel_bounds_in_order(self) -> "SftSettings":
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        return self
+
+
+class SftConfig(SftSettings):
+    """A whole SFT run (`cxr-rl sft --config`): the settings plus what a run config fills in."""
+
+    model: Path = Field(description="base model folder (hub layout: config, weights, processor)")
+    out: Path | None = Field(None, description="output folder; `cxr-rl sft --out` overrides it")
+    data: SftData
