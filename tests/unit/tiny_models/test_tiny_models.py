@@ -65,7 +65,7 @@ def test_unknown_arch_is_one_line_error(tmp_path):
     assert result.returncode == 1
     assert (
         result.stderr.strip()
-        == "cxr-rl make-tiny-model: error: unknown --arch 'llama'; choose one of medgemma, qwen2.5-vl"
+        == "cxr-rl make-tiny-model: error: unknown --arch 'llama'; choose one of medgemma, qwen2.5-vl, medgemma-4b-shape"
     )
 
 
