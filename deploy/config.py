@@ -16,8 +16,8 @@ EMBEDDED_MODEL = "embedded:tiny-medgemma"
 
 
 class PhantomData(StrictModel):
-    n: int = Field(96, ge=8)
-    seed: int = 0
+    n: int = Field(96, ge=8, description="phantom patients drawn, split among the run's data sets")
+    seed: int = Field(0, description="seed of the phantoms, their split and their synthetic SFT targets")
 
 
 LabelSetName = Literal["chexpert14", "nih9", "nih10"]
@@ -32,7 +32,9 @@ class ReportSet(StrictModel):
     label_set: LabelSetName | None = Field(
         None, description="labels it is scored on (None: nih9 for an NIH manifest, chexpert14 otherwise)"
     )
-    role: Literal["in_distribution", "out_of_distribution"]
+    role: Literal["in_distribution", "out_of_distribution"] = Field(
+        description="which generalization column of the report it counts in"
+    )
 
 
 class DataSettings(StrictModel):
@@ -48,9 +50,14 @@ class DataSettings(StrictModel):
         "training) and report_sets (the test sets of the final report)"
     }
 
-    phantoms: PhantomData | None = None
+    phantoms: PhantomData | None = Field(
+        None,
+        description="the embedded demo: phantom X-rays built into the run folder, in place of the manifests",
+    )
     sft_manifest: Path | None = Field(None, description="with `target` filled (teacher traces or synthetic)")
-    rl_manifest: Path | None = None
+    rl_manifest: Path | None = Field(
+        None, description="the X-rays GRPO samples from, with ground-truth labels"
+    )
     val_manifest: Path | None = Field(
         None, description="in-distribution selection set (e.g. `cxr-rl data split` val.jsonl, MIMIC)"
     )
@@ -62,7 +69,10 @@ class DataSettings(StrictModel):
         None, description="labels the OOD selection set is scored on (None: nih9 for NIH, else chexpert14)"
     )
     report_sets: list[ReportSet] = Field([], description="test sets of the final report, any number")
-    sft_format: str = "reasoning_a_sft"
+    sft_format: str = Field(
+        "reasoning_a_sft",
+        description="the SFT output format (shared/prompts.py), or one from prompt_formats_file",
+    )
     prompt_formats_file: Path | None = Field(
         None,
         description="YAML or JSON of user prompt formats (name: instruction), for SFT, the rollout "
@@ -90,13 +100,17 @@ class PlacementSettings(StrictModel):
 
 
 class RolloutSettings(StrictModel):
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(1, ge=1, description="rollout servers, each a Ray actor with a vLLM engine")
     host: str = Field(
         "127.0.0.1", description="0.0.0.0 on a multi-node cluster: replicas advertise their node's IP"
     )
-    engine: EngineSettings = EngineSettings()
-    placement: PlacementSettings = PlacementSettings()
-    max_restarts: int = Field(3, ge=0)
+    engine: EngineSettings = Field(
+        EngineSettings(), description="each replica's vLLM engine (the run sets the model)"
+    )
+    placement: PlacementSettings = Field(PlacementSettings(), description="where Ray places each replica")
+    max_restarts: int = Field(
+        3, ge=0, description="times Ray restarts a replica that died before the run fails"
+    )
 
 
 class EvaluationSettings(StrictModel):
@@ -108,7 +122,7 @@ class EvaluationSettings(StrictModel):
         "at every evaluation (None: the whole set)",
     )
     subset_seed: int = Field(0, ge=0, description="seed of the selection subsets")
-    max_tokens: int = Field(512, ge=1)
+    max_tokens: int = Field(512, ge=1, description="longest answer at evaluation, in tokens")
     selection: Literal["in_distribution", "out_of_distribution", "weighted"] = Field(
         "in_distribution",
         description="the score a checkpoint is chosen by; among the steps not significantly below the "
@@ -126,16 +140,23 @@ class EvaluationSettings(StrictModel):
 
 
 class RunConfig(StrictModel):
-    name: str = "run"
-    run_dir: Path = Path("runs/run")
+    name: str = Field("run", description="the run's name: in the summary and in its Ray actors' names")
+    run_dir: Path = Field(
+        Path("runs/run"),
+        description="where everything the run writes goes; `cxr-rl train --run-dir` overrides it",
+    )
     model: str = Field(EMBEDDED_MODEL, description="a model folder, or the embedded tiny MedGemma")
-    data: DataSettings = DataSettings(phantoms=PhantomData())
+    data: DataSettings = Field(
+        DataSettings(phantoms=PhantomData()), description="manifests, or the embedded demo's phantoms"
+    )
     sft: SftSettings | None = Field(SftSettings(), description="null skips SFT")
-    grpo: GrpoSettings = GrpoSettings()
-    reward: RewardSettings = RewardSettings()
-    rollout: RolloutSettings = RolloutSettings()
-    trainer: PlacementSettings = PlacementSettings()
-    evaluation: EvaluationSettings = EvaluationSettings()
+    grpo: GrpoSettings = Field(GrpoSettings(), description="the GRPO stage, from the SFT checkpoint")
+    reward: RewardSettings = Field(RewardSettings(), description="the reward GRPO's rollouts are scored by")
+    rollout: RolloutSettings = Field(RolloutSettings(), description="the rollout server replicas")
+    trainer: PlacementSettings = Field(PlacementSettings(), description="where Ray places the trainer")
+    evaluation: EvaluationSettings = Field(
+        EvaluationSettings(), description="selection sets scored while GRPO trains, and how a step is chosen"
+    )
     namespace: str = Field(
         "cxr-rl", description="Ray namespace: `cxr-rl reward swap --namespace` finds the run here"
     )

@@ -37,7 +37,7 @@ class HardRewardConfig(StrictModel, frozen=True):
     scale: float = Field(
         1.0, gt=0.0, allow_inf_nan=False, description="the trainer multiplies the reward by this"
     )
-    parser: ParserConfig = ParserConfig(mode="strict")
+    parser: ParserConfig = Field(ParserConfig(mode="strict"), description="how completions are read")
 
 
 def jaccard(truth: set[str], predicted: set[str]) -> float:

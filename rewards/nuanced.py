@@ -71,30 +71,36 @@ class NuancedRewardConfig(StrictModel, frozen=True):
         "as holding no label, so it needs no warm-up (see rewards/nuanced.py)"
     }
 
-    exact_match: float = Field(100.0, gt=0.0)
-    recall_credit: float = Field(30.0, ge=0.0)
-    precision_credit: float = Field(20.0, ge=0.0)
-    false_positive_floor: float = Field(5.0, ge=0.0)
-    false_positive_scale: float = Field(15.0, ge=0.0)
+    exact_match: float = Field(100.0, gt=0.0, description="when the labels equal the truth exactly")
+    recall_credit: float = Field(30.0, ge=0.0, description="times the share of true labels named (not exact)")
+    precision_credit: float = Field(
+        20.0, ge=0.0, description="times the share of named labels true (not exact)"
+    )
+    false_positive_floor: float = Field(5.0, ge=0.0, description="the least a wrong label costs")
+    false_positive_scale: float = Field(
+        15.0, ge=0.0, description="a wrong label's extra cost, times its frequency over the top frequency"
+    )
     label_frequencies: dict[str, float] = Field(
         default_factory=lambda: dict(CHEXPERT_LABEL_FREQUENCIES),
         description="share of training images with each label (`cxr-rl reward frequencies`)",
     )
-    invalid_label_penalty: float = Field(100.0, ge=0.0)
-    duplicate_penalty: float = Field(25.0, ge=0.0)
-    extraneous_text_penalty: float = Field(10.0, ge=0.0)
+    invalid_label_penalty: float = Field(100.0, ge=0.0, description="per entry that names no label")
+    duplicate_penalty: float = Field(25.0, ge=0.0, description="per repeated mention of a label")
+    extraneous_text_penalty: float = Field(10.0, ge=0.0, description="when text lies outside the two blocks")
     valid_floor: float = Field(-200.0, le=0.0, description="the lowest total a valid answer gets")
     format_penalty: float = Field(
         50.0, gt=0.0, description="how far the best malformed answer stays below `valid_floor`"
     )
     window_size: int = Field(100, ge=1, description="the collapse guard's window of recent predictions")
-    collapse_threshold: float = Field(0.7, gt=0.0, lt=1.0)
+    collapse_threshold: float = Field(
+        0.7, gt=0.0, lt=1.0, description="a label held by more than this share of the window dominates"
+    )
     repetition_penalty: float = Field(30.0, ge=0.0, description="per excess repetition")
-    collapse_penalty: float = Field(50.0, ge=0.0)
+    collapse_penalty: float = Field(50.0, ge=0.0, description="once, when the answer holds a dominant label")
     scale: float = Field(
         0.01, gt=0.0, allow_inf_nan=False, description="the trainer multiplies the reward by this"
     )
-    parser: ParserConfig = ParserConfig(mode="strict")
+    parser: ParserConfig = Field(ParserConfig(mode="strict"), description="how completions are read")
 
     @field_validator("label_frequencies")
     @classmethod

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from rewards.label_normaliser import ItemReading, clean_item, read_item
 from shared.config import StrictModel
@@ -47,10 +47,16 @@ class ParserConfig(StrictModel, frozen=True):
     """How completions are read. `tags` picks a preset of tag names; `tags: null` uses
     `think_tag` / `solution_tag` as given."""
 
-    mode: Literal["strict", "lenient"] = "strict"
-    tags: Literal["chexreason", "nv-reason"] | None = "chexreason"
-    think_tag: str = "think"
-    solution_tag: str = "solution"
+    mode: Literal["strict", "lenient"] = Field(
+        "strict", description="strict: the paper's contract; lenient: forgives what a human reader would"
+    )
+    tags: Literal["chexreason", "nv-reason"] | None = Field(
+        "chexreason",
+        description="tag names preset: chexreason <think>/<solution>, nv-reason <think>/<answer>; "
+        "null: think_tag and solution_tag as given",
+    )
+    think_tag: str = Field("think", description="the reasoning block's tag (with tags: null)")
+    solution_tag: str = Field("solution", description="the answer block's tag (with tags: null)")
 
     @model_validator(mode="after")
     def _apply_preset(self) -> "ParserConfig":

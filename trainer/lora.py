@@ -23,10 +23,12 @@ LANGUAGE_MODEL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj
 class LoraSettings(StrictModel):
     """The paper's recipe: rank 16, alpha 32, dropout 0.1 on attention and MLP projections."""
 
-    rank: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    projections: tuple[str, ...] = LANGUAGE_MODEL_PROJECTIONS
+    rank: int = Field(16, ge=1, description="r: the rank of each LoRA update")
+    alpha: int = Field(32, ge=1, description="LoRA alpha: the update is scaled by alpha / rank")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    projections: tuple[str, ...] = Field(
+        LANGUAGE_MODEL_PROJECTIONS, description="the language model's projections that get an adapter"
+    )
 
     def target_modules(self) -> str:
         return rf".*language_model.*\.({'|'.join(self.projections)})"

@@ -41,11 +41,20 @@ Normalisation = Literal["dr_grpo", "token_mean", "sequence_mean"]
 
 
 class GrpoLossSettings(StrictModel):
-    beta: float = Field(0.15, ge=0.0)
-    clip_low: float = Field(0.15, ge=0.0, lt=1.0)
-    clip_high: float = Field(0.22, ge=0.0)
-    normalisation: Normalisation = "dr_grpo"
-    scale_rewards: Literal["none", "group_std"] = "none"
+    beta: float = Field(0.15, ge=0.0, description="weight of the KL penalty to the reference (SFT) policy")
+    clip_low: float = Field(
+        0.15, ge=0.0, lt=1.0, description="eps_low: the ratio is clipped below at 1 - eps_low"
+    )
+    clip_high: float = Field(0.22, ge=0.0, description="eps_high: the ratio is clipped above at 1 + eps_high")
+    normalisation: Normalisation = Field(
+        "dr_grpo",
+        description="what the summed token losses are divided by: dr_grpo (completions x max_tokens), "
+        "token_mean (real tokens) or sequence_mean (each completion's length)",
+    )
+    scale_rewards: Literal["none", "group_std"] = Field(
+        "none",
+        description="none: advantages r - mean(r) (Dr. GRPO); group_std: also divided by the group's std",
+    )
     logprobs: Literal["tempered", "raw"] = Field(
         "tempered",
         description="the distribution logp, logp_old and logp_ref (so the ratio and the KL) are taken under: "

@@ -19,7 +19,7 @@ class SftDataSettings(StrictModel):
         description="validation manifest; without one, val_fraction of the training patients is held out",
     )
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="held-out share of patients (seeded)")
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, description="seed of the held-out patients (without val_manifest)")
     prompt_formats_file: Path | None = Field(None, description="extra prompt formats (name: instruction)")
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes decoding X-rays")
 
@@ -30,38 +30,46 @@ class SftData(SftDataSettings):
 
 
 class SftTraining(StrictModel):
-    learning_rate: float = Field(5e-5, ge=0.0)
-    weight_decay: float = Field(0.01, ge=0.0)
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
-    max_grad_norm: float = Field(5.0, gt=0.0)
-    per_device_batch_size: int = Field(1, ge=1)
+    learning_rate: float = Field(
+        5e-5, ge=0.0, description="AdamW peak learning rate (cosine schedule after warm-up)"
+    )
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    warmup_ratio: float = Field(
+        0.05, ge=0.0, lt=1.0, description="share of the optimizer steps spent warming up"
+    )
+    max_grad_norm: float = Field(5.0, gt=0.0, description="gradient norm clip")
+    per_device_batch_size: int = Field(1, ge=1, description="examples per forward pass")
     gradient_accumulation_steps: int = Field(
         8, ge=1, description="optimizer step every N batches (the paper: 8, with batch 1)"
     )
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(
+        6, ge=1, description="most passes over the training set (early stopping may end sooner)"
+    )
     early_stopping_patience: int = Field(2, ge=1, description="epochs without a lower validation loss")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (smoke tests)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seeds torch and the order of the examples")
 
 
 class SftSettings(StrictModel):
     """The SFT options of a run config (the paper's recipe as defaults); see SftConfig."""
 
-    data: SftDataSettings = SftDataSettings()
-    lora: LoraSettings = LoraSettings()
-    training: SftTraining = SftTraining()
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: SftDataSettings = Field(SftDataSettings(), description="the validation split and data loading")
+    lora: LoraSettings = Field(LoraSettings(), description="the adapter SFT trains")
+    training: SftTraining = Field(SftTraining(), description="optimizer, schedule and stopping")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when there is a GPU")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto: bfloat16 on GPU, float32 on CPU"
     )
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = Field(True, description="recompute activations in backward to save memory")
     min_pixels: int | None = Field(
         256 * PIXELS_PER_QWEN_TOKEN,
         ge=PIXELS_PER_QWEN_TOKEN,
         description="Qwen-VL image token budget (the paper: 256 to 512 tokens); use the rollout server's "
         "bounds, or the trained adapter sees other token counts. Gemma3 resizes to a fixed size",
     )
-    max_pixels: int | None = Field(512 * PIXELS_PER_QWEN_TOKEN, ge=PIXELS_PER_QWEN_TOKEN)
+    max_pixels: int | None = Field(
+        512 * PIXELS_PER_QWEN_TOKEN, ge=PIXELS_PER_QWEN_TOKEN, description="Qwen-VL: see min_pixels"
+    )
     progress: bool = Field(True, description="tqdm bar with the running loss")
 
     @model_validator(mode="after")
@@ -76,4 +84,4 @@ class SftConfig(SftSettings):
 
     model: Path = Field(description="base model folder (hub layout: config, weights, processor)")
     out: Path | None = Field(None, description="output folder; `cxr-rl sft --out` overrides it")
-    data: SftData
+    data: SftData = Field(description="the training manifest and output format, with the validation split")
