@@ -5,32 +5,16 @@ rows of a group share one encoding, and the logprobs are those of the plain tran
 import pytest
 import torch
 
+from tests.support import tiny_model_and_prompt
+
 COMPLETIONS = [[40, 41, 42, 43, 44, 45], [50, 51, 52], [60, 61, 62, 63]]
 TOLERANCE = 1e-5
-
-
-def load(model_dir, phantom_root):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from shared.chat import render_prompt
-    from shared.images import decode_xray
-    from shared.manifest import read_manifest
-    from shared.prompts import PromptRegistry, user_messages
-    from trainer.logprobs import prompt_inputs
-
-    processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    manifest = phantom_root / "manifests" / "mimic_train.jsonl"
-    record = read_manifest(manifest)[0]
-    image = decode_xray(record.image_path(manifest.parent).read_bytes())
-    text = render_prompt(processor, user_messages(PromptRegistry().get("reasoning_a")))
-    return model, prompt_inputs(processor, text, image)
 
 
 @pytest.fixture(scope="module", params=["medgemma", "qwen2.5-vl"])
 def model_and_prompt(request, phantom_root):
     fixture = "tiny_medgemma" if request.param == "medgemma" else "tiny_qwen"
-    return load(request.getfixturevalue(fixture), phantom_root)
+    return tiny_model_and_prompt(request.getfixturevalue(fixture), phantom_root)
 
 
 class ImagesEncoded:
@@ -96,7 +80,7 @@ def test_one_encoding_serves_every_adapter_when_no_adapter_touches_the_vision_pa
     from tests.support import random_adapter
     from trainer.logprobs import completion_batch, image_encoding, policy_logprobs, vision_is_frozen
 
-    model, prompt = load(tiny_medgemma, phantom_root)
+    model, prompt = tiny_model_and_prompt(tiny_medgemma, phantom_root)
     batch = completion_batch(prompt, COMPLETIONS, pad_id=0, causal_images=True)
     mask = batch.completion_mask.bool()
     policy = random_adapter(tiny_medgemma, seed=3, scale=0.05)
@@ -112,6 +96,6 @@ def test_one_encoding_serves_every_adapter_when_no_adapter_touches_the_vision_pa
     assert (base_shared - base_own)[mask].abs().max() < TOLERANCE
     assert (with_shared - base_shared)[mask].abs().max() > 1e-3  # the adapter does change the logprobs
 
-    fresh, _ = load(tiny_medgemma, phantom_root)
+    fresh, _ = tiny_model_and_prompt(tiny_medgemma, phantom_root)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=r".*vision_tower.*\.q_proj")
     assert not vision_is_frozen(get_peft_model(fresh, config))

@@ -4,6 +4,7 @@ for the comparison with the server, and with the image mask the server uses."""
 import pytest
 import torch
 
+from tests.support import tiny_model_and_prompt
 from trainer.grpo.loss import GrpoLossSettings, loss_temperature
 
 COMPLETIONS = [[40, 41, 42, 43, 44, 45], [50, 51, 52]]
@@ -11,21 +12,7 @@ COMPLETIONS = [[40, 41, 42, 43, 44, 45], [50, 51, 52]]
 
 @pytest.fixture(scope="module")
 def model_and_prompt(tiny_medgemma, phantom_root):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from shared.chat import render_prompt
-    from shared.images import decode_xray
-    from shared.manifest import read_manifest
-    from shared.prompts import PromptRegistry, user_messages
-    from trainer.logprobs import prompt_inputs
-
-    processor = AutoProcessor.from_pretrained(tiny_medgemma)
-    model = AutoModelForImageTextToText.from_pretrained(tiny_medgemma, dtype=torch.float32).eval()
-    manifest = phantom_root / "manifests" / "mimic_train.jsonl"
-    record = read_manifest(manifest)[0]
-    image = decode_xray(record.image_path(manifest.parent).read_bytes())
-    text = render_prompt(processor, user_messages(PromptRegistry().get("reasoning_a")))
-    return model, prompt_inputs(processor, text, image)
+    return tiny_model_and_prompt(tiny_medgemma, phantom_root)
 
 
 def by_hand(model, batch, temperature):
