@@ -172,25 +172,28 @@ CHAT_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(CHAT_CASES))
-def test_bad_chat_request(rollout_server, case):
-    body, status, field, reason = CHAT_CASES[case]
-    response = httpx.post(f"{rollout_server.url}/v1/chat/completions", json=body, headers=AUTH, timeout=120)
+def refusal(url: str, case: tuple) -> dict:
+    """POST a bad case's body: the answer has the case's status and an error naming its field and
+    reason. Returns the error."""
+    body, status, field, reason = case
+    response = httpx.post(url, json=body, headers=AUTH, timeout=120)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["field"] == field
     assert reason.lower() in error["reason"].lower()
+    return error
+
+
+@pytest.mark.parametrize("case", sorted(CHAT_CASES))
+def test_bad_chat_request(rollout_server, case):
+    error = refusal(f"{rollout_server.url}/v1/chat/completions", CHAT_CASES[case])
+    field = CHAT_CASES[case][2]
     assert error["param"] == field and field in error["message"]  # OpenAI's error shape as well
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_rollout_request(rollout_server, case):
-    body, status, field, reason = CASES[case]
-    response = httpx.post(f"{rollout_server.url}/v1/rollouts", json=body, headers=AUTH, timeout=120)
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["field"] == field
-    assert reason.lower() in error["reason"].lower()
+    refusal(f"{rollout_server.url}/v1/rollouts", CASES[case])
 
 
 @pytest.mark.parametrize("endpoint", ["/v1/rollouts", "/v1/chat/completions"])
