@@ -1,4 +1,5 @@
-"""Helpers the tests share: encoded images, a tiny model with one phantom X-ray's prompt, and (from
+"""Helpers the tests share: encoded images, a tiny model with one phantom X-ray's prompt and the
+logprobs of completions computed by hand, and (from
 benchmarks/common.py, which the benchmarks use too) free ports, real server processes and random LoRA
 adapters."""
 
@@ -18,6 +19,7 @@ __all__ = [
     "noise_xray",
     "png_bytes",
     "random_adapter",
+    "logprobs_by_hand",
     "tiny_model_and_prompt",
 ]
 
@@ -56,3 +58,16 @@ def tiny_model_and_prompt(model_dir, phantom_root):
     image = decode_xray(record.image_path(manifest.parent).read_bytes())
     text = render_prompt(processor, user_messages(PromptRegistry().get("reasoning_a")))
     return model, prompt_inputs(processor, text, image)
+
+
+def logprobs_by_hand(model, batch, temperature):
+    """log softmax(logits / T) of each completion token of a `completion_batch`, from the full logits of
+    the plain transformers inputs (each row with its own copy of the pixels): what the trainer's
+    logprobs are checked against."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(**batch.repeated_inputs(), use_cache=False).logits.float()
+    steps = batch.completion_ids.shape[1]
+    logits = logits[:, batch.prompt_length - 1 : batch.prompt_length - 1 + steps]
+    return torch.log_softmax(logits / temperature, -1).gather(-1, batch.completion_ids[..., None])[..., 0]

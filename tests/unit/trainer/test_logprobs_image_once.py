@@ -5,7 +5,7 @@ rows of a group share one encoding, and the logprobs are those of the plain tran
 import pytest
 import torch
 
-from tests.support import tiny_model_and_prompt
+from tests.support import logprobs_by_hand, tiny_model_and_prompt
 
 COMPLETIONS = [[40, 41, 42, 43, 44, 45], [50, 51, 52], [60, 61, 62, 63]]
 TOLERANCE = 1e-5
@@ -38,15 +38,6 @@ class ImagesEncoded:
         return count
 
 
-def by_hand(model, batch, temperature):
-    """log softmax(logits / T) of each completion token, from the full logits of the plain inputs."""
-    with torch.no_grad():
-        logits = model(**batch.repeated_inputs(), use_cache=False).logits.float()
-    steps = batch.completion_ids.shape[1]
-    logits = logits[:, batch.prompt_length - 1 : batch.prompt_length - 1 + steps]
-    return torch.log_softmax(logits / temperature, -1).gather(-1, batch.completion_ids[..., None])[..., 0]
-
-
 def test_each_xray_is_encoded_once_per_pass_and_the_logprobs_are_unchanged(model_and_prompt):
     from trainer.logprobs import completion_batch, policy_logprobs
 
@@ -58,7 +49,8 @@ def test_each_xray_is_encoded_once_per_pass_and_the_logprobs_are_unchanged(model
         with torch.no_grad():
             tempered = policy_logprobs(model, batch, 0.8, with_raw=True)
         assert encoded.take() == 1  # one X-ray, G = 3 completions: encoded once
-        expected_tempered, expected_raw = by_hand(model, batch, 0.8), by_hand(model, batch, 1.0)
+        expected_tempered = logprobs_by_hand(model, batch, 0.8)
+        expected_raw = logprobs_by_hand(model, batch, 1.0)
         assert encoded.take() == 2 * len(COMPLETIONS)  # the plain inputs encode it once per row
     finally:
         encoded.handle.remove()

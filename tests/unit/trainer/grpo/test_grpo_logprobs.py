@@ -4,7 +4,7 @@ for the comparison with the server, and with the image mask the server uses."""
 import pytest
 import torch
 
-from tests.support import tiny_model_and_prompt
+from tests.support import logprobs_by_hand, tiny_model_and_prompt
 from trainer.grpo.loss import GrpoLossSettings, loss_temperature
 
 COMPLETIONS = [[40, 41, 42, 43, 44, 45], [50, 51, 52]]
@@ -13,15 +13,6 @@ COMPLETIONS = [[40, 41, 42, 43, 44, 45], [50, 51, 52]]
 @pytest.fixture(scope="module")
 def model_and_prompt(tiny_medgemma, phantom_root):
     return tiny_model_and_prompt(tiny_medgemma, phantom_root)
-
-
-def by_hand(model, batch, temperature):
-    """log softmax(logits / T) of each completion token, from the full logits."""
-    with torch.no_grad():
-        logits = model(**batch.repeated_inputs(), use_cache=False).logits.float()
-    steps = batch.completion_ids.shape[1]
-    logits = logits[:, batch.prompt_length - 1 : batch.prompt_length - 1 + steps]
-    return torch.log_softmax(logits / temperature, -1).gather(-1, batch.completion_ids[..., None])[..., 0]
 
 
 def test_logprobs_at_the_loss_temperature_and_raw_for_the_agreement_check(model_and_prompt):
@@ -33,8 +24,8 @@ def test_logprobs_at_the_loss_temperature_and_raw_for_the_agreement_check(model_
     with torch.no_grad():
         tempered = policy_logprobs(model, batch, 0.8, with_entropy=True, with_raw=True)
         raw = policy_logprobs(model, batch, 1.0, with_raw=True)
-    assert torch.allclose(tempered.logprobs[mask], by_hand(model, batch, 0.8)[mask], atol=1e-5)
-    assert torch.allclose(tempered.raw[mask], by_hand(model, batch, 1.0)[mask], atol=1e-5)
+    assert torch.allclose(tempered.logprobs[mask], logprobs_by_hand(model, batch, 0.8)[mask], atol=1e-5)
+    assert torch.allclose(tempered.raw[mask], logprobs_by_hand(model, batch, 1.0)[mask], atol=1e-5)
     assert torch.allclose(raw.logprobs[mask], tempered.raw[mask], atol=1e-6)
     assert (tempered.logprobs - tempered.raw)[mask].abs().max() > 1e-2  # the two really differ
     assert tempered.entropy.shape == batch.completion_ids.shape and (tempered.entropy[mask] > 0).all()
