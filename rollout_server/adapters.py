@@ -7,10 +7,11 @@ Designed around traps seen in the field:
   every scheduler step;
 - only versions still in use stay loaded: the latest of each name, and older ones until their
   in-flight requests finish;
-- a canary (prompt logprobs of a fixed prompt) proves a load live before it is reported: they must
-  match the logprobs the trainer computed for the same weights (sent with the update), or, for an
-  adapter loaded without them, change from the previous version's (a changed file whose outputs
-  do not change is indistinguishable from a load that did not take);
+- a canary (prompt logprobs of a text-only prompt) proves a load live before it is reported: they
+  must match the sender's for the same weights and move from a reference the server holds as the
+  sender's moved (rollout_server/canary.py; the trainer picks the canary so that the move shows in
+  bf16), or, for an adapter loaded without a check, change from the previous version's (a changed
+  file whose outputs do not change is indistinguishable from a load that did not take);
 - vLLM applies LoRA to the language model only for Gemma3 and Qwen-VL, so an adapter that
   targets the vision tower is refused rather than silently half-applied;
 - a load repeated by a client that never heard the answer (a timeout, a reset) is answered with the
@@ -27,17 +28,18 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 
+from rollout_server import canary
 from rollout_server.engine import RolloutEngine
 from rollout_server.errors import RequestError, invalid, not_found
-from shared.schemas import AdapterInfo, AdapterSelector
+from shared.schemas import AdapterInfo, AdapterSelector, CanaryCheck
 
 VISION_MODULE_PATTERN = re.compile(
     r"vision_tower|vision_model|visual|multi_modal_projector|merger|patch_embed"
 )
-CANARY_MIN_DELTA = 1e-6
 REMEMBERED_KEYS = 1024  # idempotency keys kept (a retry comes within seconds or minutes)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -51,9 +53,10 @@ class AdapterVersion:
     path: Path
     rank: int
     digest: str
-    canary: list[float]
-    canary_delta: float | None
-    canary_error: float | None = None
+    served_weights: "ServedWeights | None" = None
+    canary_delta: float | None = None
+    reading: canary.CanaryReading = field(default_factory=canary.CanaryReading)
+    canary_reference: int | None = None
     loaded_at: float = field(default_factory=time.time)
     in_flight: int = 0
 
@@ -75,8 +78,46 @@ class AdapterVersion:
             loaded_at=self.loaded_at,
             in_flight=self.in_flight,
             canary_delta=self.canary_delta,
-            canary_error=self.canary_error,
+            canary_error=self.reading.error,
+            canary_reference=self.canary_reference,
+            canary_move=self.reading.move,
+            canary_agreement=self.reading.agreement,
+            canary_agreement_se=self.reading.agreement_se,
         )
+
+
+@dataclass(frozen=True)
+class ServedWeights:
+    """An adapter's tensors as the engine holds them (cast to its LoRA dtype): bf16 rounds away part
+    of every small update, so two versions can differ in their files and not in what is served."""
+
+    tensors: str  # digest of the tensors as sent
+    served: str  # digest of the tensors in the engine's LoRA dtype
+    inert: bool  # every module's lora_A or lora_B is zero: serves the base model's outputs
+
+
+def servable_weights(folder: Path, dtype: Any) -> ServedWeights:
+    # torch likewise: the server process has it through vLLM, the driver need not
+    import torch
+    from safetensors.torch import load_file
+
+    def raw(tensor: "torch.Tensor") -> bytes:
+        return tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+    tensors = load_file(str(folder / "adapter_model.safetensors"))
+    sent, digest = hashlib.sha256(), hashlib.sha256()
+    zero: dict[str, set[str]] = {}
+    for key in sorted(tensors):
+        served = tensors[key].to(dtype)
+        for target, tensor in ((sent, tensors[key]), (digest, served)):
+            target.update(key.encode())
+            target.update(raw(tensor))
+        module, _, part = key.partition(".lora_")
+        zero.setdefault(module, set())
+        if not bool(served.any()):
+            zero[module].add(part.split(".")[0])
+    inert = all(parts for parts in zero.values())
+    return ServedWeights(sent.hexdigest(), digest.hexdigest(), inert)
 
 
 def check_adapter_files(folder: Path, max_rank: int) -> tuple[int, str]:
@@ -155,15 +196,14 @@ class AdapterRegistry:
         folder: Path,
         version: int | None,
         owned: bool,
-        expected_canary: list[float] | None = None,
-        canary_tolerance: float = 1e-3,
+        check: CanaryCheck | None = None,
         idempotency_key: str | None = None,
     ) -> tuple[AdapterVersion, bool]:
         """Load the adapter in `folder` as the next (or given) version of `name`; return it and
         whether this was a repeat of a load already done (nothing loaded then).
 
         `owned`: the folder is ours (written from bytes) and is moved, not copied.
-        `expected_canary`: the sender's logprobs of the canary prompt under these weights.
+        `check`: what the canary must read under these weights (rollout_server.canary).
         """
         started = time.perf_counter()
         if not _NAME_PATTERN.match(name):
@@ -189,12 +229,12 @@ class AdapterRegistry:
                 target.mkdir()
                 for file_name in ADAPTER_FILES:
                     shutil.copyfile(folder / file_name, target / file_name)
-            adapter = AdapterVersion(name, version, self._next_lora_id, target, rank, digest, [], None)
+            adapter = AdapterVersion(name, version, self._next_lora_id, target, rank, digest)
             self._next_lora_id += 1
             try:
                 await self._add(adapter)
                 if self.canary:
-                    await self._prove_live(adapter, previous, expected_canary, canary_tolerance)
+                    await self._prove_live(adapter, previous, check)
             except BaseException:
                 await self._drop(adapter)
                 raise
@@ -237,40 +277,40 @@ class AdapterRegistry:
             ) from None
 
     async def _prove_live(
-        self,
-        adapter: AdapterVersion,
-        previous: AdapterVersion | None,
-        expected: list[float] | None,
-        tolerance: float,
+        self, adapter: AdapterVersion, previous: AdapterVersion | None, check: CanaryCheck | None
     ) -> None:
-        adapter.canary = await self.engine.canary_logprobs(adapter.lora_request())
-        reference = previous.canary if previous else self.engine.base_canary
-        if reference:
-            adapter.canary_delta = max(abs(a - b) for a, b in zip(adapter.canary, reference, strict=True))
-        if expected is not None:
-            if len(expected) != len(adapter.canary):
-                raise invalid(
-                    "canary_expected", f"{len(expected)} values for a {len(adapter.canary)}-token canary"
-                )
-            adapter.canary_error = max(abs(a - b) for a, b in zip(adapter.canary, expected, strict=True))
-            if adapter.canary_error > tolerance:
-                raise RequestError(
-                    500,
-                    "adapter",
-                    f"version {adapter.version} loaded but the canary's logprobs differ from the sender's by up "
-                    f"to {adapter.canary_error:.2e} (tolerance {tolerance:.0e}); the served weights are not the "
-                    "trained ones",
-                )
-            return
-        same_weights = previous is not None and previous.digest == adapter.digest
-        if previous is not None and not same_weights and (adapter.canary_delta or 0.0) < CANARY_MIN_DELTA:
-            raise RequestError(
-                500,
-                "adapter",
-                f"version {adapter.version} loaded but the canary's logprobs did not change from version "
-                f"{previous.version} (max delta {adapter.canary_delta:.2e}); the new weights are not live "
-                "(send canary_expected with the update to prove it against the trainer's numbers instead)",
-            )
+        """Run the canary under the new version and under its reference (the previous version when
+        loaded, else the base model); refuse (500) a version the canary shows is not the one sent."""
+        token_ids = check.token_ids if check is not None else None
+        sent = {reference.version: reference for reference in check.references} if check else {}
+        # The previous version when loaded (what a load that did not take still serves), unless the
+        # sender has numbers only for the base model (a sender that keeps no lineage).
+        against = (
+            previous if previous is not None and (previous.version in sent or None not in sent) else None
+        )
+        # Both in one scheduler step: a load that did not take then reads a move of exactly zero even
+        # where an engine's numbers depend on what else is batched with a request.
+        served, served_reference = await asyncio.gather(
+            self.engine.canary_logprobs(adapter.lora_request(), token_ids),
+            self.engine.canary_logprobs(against.lora_request() if against is not None else None, token_ids),
+        )
+        adapter.served_weights = await asyncio.to_thread(
+            servable_weights, adapter.path, self.engine.lora_dtype
+        )
+        if against is None:  # the base model: an inert adapter serves its outputs
+            weights: canary.Weights = "same_served" if adapter.served_weights.inert else "changed"
+        elif against.served_weights.tensors == adapter.served_weights.tensors:
+            weights = "same_tensors"
+        else:
+            same = adapter.served_weights.served == against.served_weights.served
+            weights = "same_served" if same else "changed"
+        adapter.canary_reference = against.version if against is not None else None
+        try:
+            reference = sent.get(adapter.canary_reference)
+            adapter.reading = canary.judge(served, served_reference, weights, check, reference)
+        except canary.CanaryRefused as refused:
+            raise RequestError(500, "adapter", f"version {adapter.version} loaded but {refused}") from None
+        adapter.canary_delta = adapter.reading.delta
 
     def acquire(self, selector: AdapterSelector) -> AdapterVersion | None:
         adapter = self.resolve(selector)

@@ -48,11 +48,11 @@ def _raise_for_error(response: httpx.Response) -> None:
 
 def _upload(update: AdapterUpdate) -> dict[str, Any]:
     """POST /v1/adapters/{name}/versions arguments: the weights as they are, the config, the key."""
-    data = {"canary_tolerance": repr(update.canary_tolerance)}
+    data = {}
     if update.version is not None:
         data["version"] = str(update.version)
-    if update.canary_expected is not None:
-        data["canary_expected"] = json.dumps(update.canary_expected)
+    if update.canary is not None:
+        data["canary"] = update.canary.model_dump_json()
     files = {
         "weights": ("adapter_model.safetensors", update.safetensors, "application/octet-stream"),
         "config": ("adapter_config.json", json.dumps(update.adapter_config).encode(), "application/json"),

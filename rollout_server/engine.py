@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rollout_server.config import EngineConfig
-from rollout_server.errors import RequestError
+from rollout_server.errors import RequestError, invalid
 from shared.chat import CANARY_TOKEN_IDS
 
 ENGINE_DEAD = "the vLLM engine died; this server is going down to be restarted (poll /ready)"
@@ -102,6 +102,11 @@ class RolloutEngine:
         self.base_canary: list[float] | None = None
         self.attention: AttentionReport | None = None  # read from the engine at start
 
+    @property
+    def lora_dtype(self) -> Any:
+        """The torch dtype vLLM holds LoRA weights in (its `lora_dtype`; "auto": the model's)."""
+        return self.llm.vllm_config.lora_config.lora_dtype
+
     async def read_attention(self) -> AttentionReport:
         """Ask the running engine's workers which attention backend vLLM chose for each layer."""
         try:
@@ -156,14 +161,29 @@ class RolloutEngine:
             ):
                 yield output
 
-    async def canary_logprobs(self, lora_request: Any) -> list[float]:
+    async def canary_logprobs(self, lora_request: Any, token_ids: list[int] | None = None) -> list[float]:
+        """Prompt logprobs of a text-only prompt (default `CANARY_TOKEN_IDS`): each token's logprob
+        after the ones before it, under the adapter of `lora_request` (None: the base model)."""
         # vLLM (seconds to import) loads in the server process only, not where replicas are placed
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMValidationError
 
-        token_ids = list(CANARY_TOKEN_IDS)
+        token_ids = list(CANARY_TOKEN_IDS if token_ids is None else token_ids)
+        vocabulary = self.llm.vllm_config.model_config.get_vocab_size()
+        outside = [token for token in token_ids if not 0 <= token < vocabulary]
+        if outside:
+            raise invalid(
+                "canary.token_ids", f"token id {outside[0]} is out of vocabulary ({vocabulary} ids)"
+            )
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
-        output = await self.generate({"prompt_token_ids": token_ids}, params, lora_request)
-        return [next(iter(entry.values())).logprob for entry in output.prompt_logprobs[1:]]
+        try:
+            output = await self.generate({"prompt_token_ids": token_ids}, params, lora_request)
+        except (ValueError, VLLMValidationError) as error:  # vLLM's own validation (a prompt too long)
+            raise invalid("canary.token_ids", f"vLLM refused the canary prompt ({error})") from None
+        return [
+            entry[token].logprob
+            for entry, token in zip(output.prompt_logprobs[1:], token_ids[1:], strict=True)
+        ]
 
     async def add_lora(self, lora_request: Any) -> None:
         with engine_alive():

@@ -20,6 +20,7 @@ from shared.prompts import PromptRegistry
 from shared.schemas import (
     AdapterInfo,
     AdapterUpdate,
+    CanaryCheck,
     Completion,
     RolloutRequest,
     RolloutResponse,
@@ -235,24 +236,20 @@ class RolloutService:
         folder = self.adapters.staging_folder(update.name)
         (folder / "adapter_model.safetensors").write_bytes(update.safetensors)
         (folder / "adapter_config.json").write_text(json.dumps(update.adapter_config))
-        return await self.load_staged_adapter(
-            update.name, folder, update.version, update.canary_expected, update.canary_tolerance
-        )
+        return await self.load_staged_adapter(update.name, folder, update.version, update.canary)
 
     async def load_staged_adapter(
         self,
         name: str,
         folder: Path,
         version: int | None = None,
-        expected_canary: list[float] | None = None,
-        canary_tolerance: float = 1e-3,
+        canary: CanaryCheck | None = None,
         idempotency_key: str | None = None,
     ) -> AdapterInfo:
         """An adapter's files written into a staging folder of ours (an upload); the folder is moved."""
         return await self._load(
-            name, folder, version, owned=True, expected_canary=expected_canary,
-            canary_tolerance=canary_tolerance, idempotency_key=idempotency_key,
-        )  # fmt: skip
+            name, folder, version, owned=True, canary=canary, idempotency_key=idempotency_key
+        )
 
     async def load_adapter_path(
         self, name: str, path: str, version: int | None, idempotency_key: str | None = None
@@ -282,13 +279,12 @@ class RolloutService:
         folder: Path,
         version: int | None,
         owned: bool,
-        expected_canary: list[float] | None = None,
-        canary_tolerance: float = 1e-3,
+        canary: CanaryCheck | None = None,
         idempotency_key: str | None = None,
     ) -> AdapterInfo:
         try:
             adapter, repeated = await self.adapters.load(
-                name, folder, version, owned, expected_canary, canary_tolerance, idempotency_key
+                name, folder, version, owned, canary, idempotency_key
             )
         except RequestError:
             if owned:

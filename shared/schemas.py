@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from shared.chat import CANARY_TOKEN_IDS
 from shared.config import StrictModel
 from shared.labels import CHEXPERT_LABELS
 
@@ -137,10 +138,57 @@ class AdapterInfo(StrictModel):
     in_flight: int = 0  # requests still being served by this version
     canary_delta: float | None = None  # max |logprob change| of the canary versus the previous version
     canary_error: float | None = None  # max |served - trainer's| canary logprob, when the trainer sent them
+    # What the canary read (rollout_server.canary): the reference it was compared with (a version;
+    # None: the base model), the sender's move from it (L2 norm of the logprob changes), and, when
+    # that move was above the sender's rounding, the served move projected on it (1: the trained
+    # move is live, 0: the weights served did not change) with that projection's standard error.
+    canary_reference: int | None = None
+    canary_move: float | None = None
+    canary_agreement: float | None = None
+    canary_agreement_se: float | None = None
 
 
 class AdapterList(StrictModel):
     adapters: list[AdapterInfo]
+
+
+class CanaryReference(StrictModel):
+    """The sender's canary logprobs under weights the server may hold: a version of the same adapter
+    name, or (None) the base model."""
+
+    version: int | None
+    logprobs: list[float]
+
+
+class CanaryCheck(StrictModel):
+    """What the server must read before it reports a version live (rollout_server.canary).
+
+    `token_ids`: a text-only prompt (default shared.chat.CANARY_TOKEN_IDS); `expected`: the sender's
+    logprob of each token after the ones before it under these weights (one fewer than the ids);
+    `tolerance`: the largest |served - expected| accepted per token; `references`: the same
+    logprobs under weights the server holds, so it can check that the served weights moved from
+    those as the sender's did; `resolution`: the sender's own per-token rounding error (RMS; about
+    3e-2 in bf16, 0 when exact), below which its move says nothing."""
+
+    token_ids: Annotated[list[int], Field(min_length=2, max_length=4096)] | None = None
+    expected: Annotated[list[float], Field(min_length=1)]
+    tolerance: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1e-3
+    references: Annotated[list[CanaryReference], Field(max_length=8)] = []
+    resolution: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 0.0
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "CanaryCheck":
+        ids = len(self.token_ids) if self.token_ids is not None else len(CANARY_TOKEN_IDS)
+        if len(self.expected) != ids - 1:
+            raise ValueError(
+                f"expected holds {len(self.expected)} logprobs for {ids} token ids (want one fewer)"
+            )
+        for reference in self.references:
+            if len(reference.logprobs) != len(self.expected):
+                raise ValueError(
+                    f"reference {reference.version} holds {len(reference.logprobs)} logprobs, expected {len(self.expected)}"
+                )
+        return self
 
 
 class AdapterUpdate(StrictModel):
@@ -150,11 +198,9 @@ class AdapterUpdate(StrictModel):
     version: int | None = None  # None: the server assigns the next version
     safetensors: bytes  # peft's adapter_model.safetensors
     adapter_config: dict[str, Any]  # peft's adapter_config.json
-    # The trainer's logprobs of shared.chat.CANARY_TOKEN_IDS under these weights: the server must
-    # reproduce them within the tolerance before it reports the version live. Without them the
-    # server falls back to requiring a change from the previous version's canary.
-    canary_expected: list[float] | None = None
-    canary_tolerance: float = 1e-3
+    # What the server must read before it reports the version live. Without it the server falls
+    # back to requiring a change from the previous version's canary.
+    canary: CanaryCheck | None = None
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from shared.chat import CANARY_TOKEN_IDS, render_prompt
+from shared.chat import render_prompt
 from shared.prompts import PromptRegistry, user_messages
 from shared.schemas import RolloutResult
 
@@ -214,16 +214,6 @@ def token_logprobs(model: Any, batch: CompletionBatch, with_entropy: bool = Fals
     """(raw logprobs [G, T], entropy [G, T] or None): `policy_logprobs` at temperature 1."""
     result = policy_logprobs(model, batch, with_entropy=with_entropy)
     return result.logprobs, result.entropy
-
-
-def canary_logprobs(model: Any) -> list[float]:
-    """Logprobs of shared.chat.CANARY_TOKEN_IDS under the model's active weights, as the rollout
-    server computes them (prompt logprobs of a text-only prompt): sent with each adapter update so
-    the server can prove it serves these weights."""
-    ids = torch.tensor([CANARY_TOKEN_IDS], device=next(model.parameters()).device)
-    with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-    return torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0].tolist()
 
 
 def served_logprobs(result: RolloutResult, mask: torch.Tensor) -> torch.Tensor:

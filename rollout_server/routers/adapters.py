@@ -8,13 +8,13 @@ import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import Field
+from pydantic import Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from rollout_server.errors import invalid
 from rollout_server.routers.dependencies import ReadyService, get_ready_service, require_admin, require_token
 from shared.config import StrictModel
-from shared.schemas import AdapterInfo, AdapterList
+from shared.schemas import AdapterInfo, AdapterList, CanaryCheck
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"], dependencies=[Depends(require_token)])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
@@ -40,8 +40,8 @@ async def load_adapter_path(
 @router.post("/{name}/versions", response_model=AdapterInfo, dependencies=[Depends(require_admin)])
 async def upload_adapter(name: str, request: Request, idempotency_key: IdempotencyKey = None) -> AdapterInfo:
     """multipart/form-data: `weights` (adapter_model.safetensors, raw), `config` (adapter_config.json),
-    optional `version`, `canary_expected` (a JSON list, see shared.schemas.AdapterUpdate) and
-    `canary_tolerance`. The body is read (to its own size limit) before the engine is asked."""
+    optional `version` and `canary` (a JSON object, shared.schemas.CanaryCheck: what the canary
+    must read). The body is read (to its own size limit) before the engine is asked."""
     service = request.app.state.service
     folder = service.adapters.staging_folder(name)
     try:
@@ -72,18 +72,20 @@ async def _read_upload(request: Request, folder) -> dict[str, Any]:
         fields: dict[str, Any] = {}
         if form.get("version") is not None:
             fields["version"] = _number_field("version", form.get("version"), int, minimum=0)
-        if form.get("canary_expected") is not None:
-            expected = _json_field("canary_expected", form.get("canary_expected"), list)
-            if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in expected):
-                raise invalid("canary_expected", "a list of numbers")
-            fields["expected_canary"] = [float(value) for value in expected]
-        if form.get("canary_tolerance") is not None:
-            fields["canary_tolerance"] = _number_field(
-                "canary_tolerance", form.get("canary_tolerance"), float, minimum=0
-            )
+        if form.get("canary") is not None:
+            fields["canary"] = _canary_field(form.get("canary"))
         return fields
     finally:
         await form.close()
+
+
+def _canary_field(value: Any) -> CanaryCheck:
+    try:
+        return CanaryCheck.model_validate(_json_field("canary", value, dict))
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise invalid(f"canary.{where}" if where else "canary", problem["msg"]) from None
 
 
 def _json_field(name: str, value: Any, kind: type) -> Any:

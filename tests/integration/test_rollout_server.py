@@ -289,13 +289,13 @@ def test_canary_proves_the_served_weights_against_the_trainers(client, tiny_medg
     from transformers import AutoModelForImageTextToText
 
     from rollout_server.client import RolloutServerError
-    from trainer.logprobs import canary_logprobs
+    from trainer.canary import fixed_check
     from trainer.lora import LoraSettings, adapter_update
 
     base = AutoModelForImageTextToText.from_pretrained(tiny_medgemma, dtype=torch.float32)
     model = get_peft_model(base, LoraSettings().peft_config(), adapter_name="policy").eval()  # B = 0
     first = adapter_update(model, "policy", "canary", version=0)
-    first.canary_expected = canary_logprobs(model)
+    first.canary = fixed_check(model)
     assert client.load_adapter(first).canary_error < 1e-4
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -305,10 +305,11 @@ def test_canary_proves_the_served_weights_against_the_trainers(client, tiny_medg
     with pytest.raises(RolloutServerError) as refused:
         client.load_adapter(blind)
     assert refused.value.status == 500 and "did not change" in refused.value.reason
-    proven = blind.model_copy(update={"canary_expected": canary_logprobs(model)})
+    proven = blind.model_copy(update={"canary": fixed_check(model)})
     assert client.load_adapter(proven).version == 1
     wrong = adapter_update(model, "policy", "canary", version=2)
-    wrong.canary_expected = [value + 0.5 for value in canary_logprobs(model)]
+    check = fixed_check(model)
+    wrong.canary = check.model_copy(update={"expected": [value + 0.5 for value in check.expected]})
     with pytest.raises(RolloutServerError) as mismatch:
         client.load_adapter(wrong)
     assert mismatch.value.status == 500 and "differ from the sender's" in mismatch.value.reason

@@ -22,6 +22,7 @@ from shared.images import decode_xray
 from shared.manifest import read_manifest
 from shared.prompts import registry_with, user_messages
 from shared.schemas import AdapterUpdate, RewardItem, RolloutResult
+from trainer.canary import CanaryProbe
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from trainer.grpo.batches import SampledBatch, StepBatches
 from trainer.grpo.behaviour import BehaviourCopy, behaviour_logprobs
@@ -30,7 +31,6 @@ from trainer.grpo.data import RlSampler
 from trainer.grpo.loss import group_advantages, grpo_token_loss, loss_temperature, token_weights
 from trainer.grpo.stats import StepStats
 from trainer.logprobs import (
-    canary_logprobs,
     completion_batch,
     image_encoding,
     move,
@@ -45,9 +45,6 @@ from trainer.sync import AdapterPublisher
 
 log = logging.getLogger("cxr_rl.grpo")
 POLICY, REFERENCE = "policy", "reference"
-# How closely the server's canary logprobs must match ours: float32 agrees to ~1e-6 on CPU; in bf16
-# two implementations differ by a few 1e-2.
-CANARY_TOLERANCE = {torch.float32: 1e-3}
 
 
 class InputMismatchError(RuntimeError):
@@ -81,6 +78,7 @@ class GrpoTrainer:
         self.model: Any = None  # the PeftModel: "policy" trains, "reference" (the SFT adapter) is frozen
         self.processor: Any = None
         self.has_reference_adapter = False
+        self.canary: CanaryProbe | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.manifest_dir: Path | None = None
@@ -112,6 +110,7 @@ class GrpoTrainer:
             self.model.load_adapter(config.sft_adapter, adapter_name=REFERENCE, is_trainable=False)
             self.model.set_adapter(POLICY)
         disable_dropout(self.model)
+        self.canary = CanaryProbe(self.model, self.processor, config.model, POLICY, self.dtype)
         trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
         assert trainable and all(f".{POLICY}." in name for name, _ in trainable), (
             "only the policy LoRA trains"
@@ -183,10 +182,10 @@ class GrpoTrainer:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     def current_update(self) -> AdapterUpdate:
-        """The policy LoRA as version `step_count`, with the canary logprobs the server must match."""
+        """The policy LoRA as version `step_count`, with what the server's canary must read
+        (trainer.canary: tokens picked because their logprobs moved most since the last version)."""
         update = adapter_update(self.model, POLICY, self.config.adapter_name, self.step_count)
-        update.canary_expected = canary_logprobs(self.model)
-        update.canary_tolerance = CANARY_TOLERANCE.get(self.dtype, 0.1)
+        update.canary = self.canary.check(self.step_count)
         return update
 
     def publish(self) -> float:
