@@ -21,10 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
-from tests.processes import engine_processes, wait_until
+from tests.processes import engine_processes, title, wait_until
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -134,6 +135,21 @@ def grpo_steps(run_dir: Path) -> list[dict]:
     return [line for line in lines if line["phase"] == "grpo"]
 
 
+def replica_engine(head: RayHead, run_dir: Path) -> int:
+    """The pid of the replica's vLLM engine core below the head's raylet, once there is one (a
+    replica Ray is restarting has none for a while). Waits less than the trainer's 300 s reward
+    timeout, which a held step's scoring runs against; says what it saw if there is none."""
+    try:
+        wait_until(
+            lambda: bool(engine_processes(head.raylet_pid())), "the replica's vLLM engine process", 180
+        )
+    except TimeoutError as error:
+        below = [title(process) for process in psutil.Process(head.raylet_pid()).children(recursive=True)]
+        log = (run_dir / "driver.log").read_text() if (run_dir / "driver.log").is_file() else ""
+        raise TimeoutError(f"{error}; below the raylet: {below}; the run's log ends: {log[-1500:]}") from None
+    return engine_processes(head.raylet_pid())[0].pid
+
+
 @pytest.fixture(scope="module")
 def driver_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run") / "e2e"
@@ -165,16 +181,16 @@ def driver_run(tmp_path_factory):
         # (its actor) in step 4.
         wait_until(lambda: steps_done(1), "GRPO step 1", 1200)
         if driver.poll() is None:
+            engines.append(replica_engine(head, run_dir))  # found first: the reward is held meanwhile
             ray_call(head, "target = ray.get(ray.get_actor('reward-router').current.remote())\n"
                      "ray.kill(target.actor, no_restart=False)")  # fmt: skip
             kills.append("reward worker")
-            engines.append(engine_processes(head.raylet_pid())[0].pid)
             os.kill(engines[0], signal.SIGKILL)  # the engine core, not the actor around it
             kills.append("engine process")
             hold.write_text("4")
         wait_until(lambda: steps_done(3), "GRPO step 3", 1200)
         if driver.poll() is None:
-            engines.append(engine_processes(head.raylet_pid())[0].pid)  # the restarted replica's
+            engines.append(replica_engine(head, run_dir))  # the restarted replica's
             ray_call(head, "ray.kill(ray.get_actor('e2e-rollout-0'), no_restart=False)")
             kills.append("rollout replica")
             hold.unlink()
