@@ -107,6 +107,15 @@ def stop_held_run(run: subprocess.Popen, log: Path, run_dir: Path, steps: int, s
     return log.read_text()
 
 
+def assert_stopped(run, output: str, code: int, signal_name: str, step: int, resume: str) -> None:
+    """The run exited with the signal's code (128 + signal), saying at which GRPO step it stopped,
+    its last checkpoint, and how to resume."""
+    assert run.returncode == code, output[-3000:]
+    stopped = f"stopped by {signal_name} at GRPO step {step} of {STEPS} (last checkpoint: step-{step:06d})"
+    assert stopped in output, output[-3000:]
+    assert resume in output
+
+
 def test_ctrl_c_and_sigterm_stop_everything_and_resume_goes_on(tmp_path, sentinel_cluster):
     run_dir, hold = tmp_path / "run", tmp_path / "hold"
     config = tmp_path / "run.yaml"
@@ -119,11 +128,7 @@ def test_ctrl_c_and_sigterm_stop_everything_and_resume_goes_on(tmp_path, sentine
     output = stop_held_run(
         first, tmp_path / "first.log", run_dir, 1, lambda pid: os.killpg(pid, signal.SIGINT)
     )
-    assert first.returncode == 130, output[-3000:]
-    assert f"stopped by SIGINT at GRPO step 1 of {STEPS} (last checkpoint: step-000001)" in output, output[
-        -3000:
-    ]
-    assert resume in output
+    assert_stopped(first, output, 130, "SIGINT", 1, resume)
     sentinel_cluster()  # still answering: only the run's own cluster was stopped
 
     hold.write_text("3")
@@ -132,11 +137,7 @@ def test_ctrl_c_and_sigterm_stop_everything_and_resume_goes_on(tmp_path, sentine
     output = stop_held_run(
         second, tmp_path / "second.log", run_dir, 2, lambda pid: os.kill(pid, signal.SIGTERM)
     )
-    assert second.returncode == 143, output[-3000:]
-    assert f"stopped by SIGTERM at GRPO step 2 of {STEPS} (last checkpoint: step-000002)" in output, output[
-        -3000:
-    ]
-    assert resume in output
+    assert_stopped(second, output, 143, "SIGTERM", 2, resume)
     before = grpo_steps(run_dir)
 
     hold.unlink()
