@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--max-num-seqs", type=int, default=64, metavar="M",
         help="engine option: sequences decoded at once (default 64, the server's default)")
     add("--seed", type=int, default=0, help="seed of the images, adapters and samples (default 0)")
+    add("--cpu-lora-ops", choices=("grouped", "vllm"), default="grouped",
+        help="engine option on CPU: LoRA as one matrix product per adapter (grouped, the server's default) "
+        "or vLLM's own per-token ops (vllm)")
     add("--torch-threads", type=int, metavar="N",
         help="CPU threads of transformers generate (default: torch's own choice)")
     add("--skip-hf", action="store_true", help="leave out transformers generate")
@@ -231,7 +234,12 @@ def prepare_workload(args: argparse.Namespace, work: Path) -> Workload:
     images = phantom_xrays(work / "phantoms", needed, seed=args.seed, size=args.image_size)
     return Workload(
         model_dir=model_dir,
-        engine=EngineConfig(model=str(model_dir), max_num_seqs=args.max_num_seqs, seed=args.seed),
+        engine=EngineConfig(
+            model=str(model_dir),
+            max_num_seqs=args.max_num_seqs,
+            seed=args.seed,
+            cpu_lora_ops=args.cpu_lora_ops,
+        ),
         sampling=Sampling(args.n, args.temperature, args.top_p, args.max_tokens, args.prompt_format),
         warmup=ImageSet(biggest, -1, images[:biggest], args.seed + 10_000_000),
         sets=image_sets(images[biggest:], args.batch_sizes, args.repeats, args.seed),
@@ -392,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "headline_batch": batch,
         **{
             key: getattr(args, key)
-            for key in ("n", "max_tokens", "batch_sizes", "repeats", "items_per_request")
+            for key in ("n", "max_tokens", "batch_sizes", "repeats", "items_per_request", "cpu_lora_ops")
         },
         "cpu_cores": os.cpu_count(),
         "load_average_before": round(load_before, 2),

@@ -23,8 +23,8 @@ SETTLE_S = 3.0  # idle time before each timed round
 
 def vllm_server_command(engine: Any, port: int) -> list[str]:
     """vLLM's own server with the engine options our server builds (rollout_server.engine.engine_args):
-    the same dtype, context, LoRA slots, batch size, prefix caching and seed; chunked prefill off on
-    CPU (seeded requests kill the CPU engine otherwise)."""
+    the same dtype, context, LoRA slots, batch size, prefix caching, seed and worker (on CPU, the
+    one with our LoRA ops); chunked prefill off on CPU (seeded requests kill the CPU engine otherwise)."""
     import json
 
     from rollout_server.engine import engine_args
@@ -47,6 +47,9 @@ def vllm_server_command(engine: Any, port: int) -> list[str]:
         command.append("--enforce-eager")
     if args.mm_processor_kwargs:
         command += ["--mm-processor-kwargs", json.dumps(args.mm_processor_kwargs)]
+    # The same LoRA ops as ours on CPU (rollout_server.cpu_lora): the servers are compared, not the ops.
+    if args.worker_cls != "auto":
+        command += ["--worker-cls", args.worker_cls]
     return command
 
 
