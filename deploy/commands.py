@@ -1,10 +1,12 @@
 """`cxr-rl train` (the driver) and `cxr-rl plan-memory`."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from deploy.learned import learned_lines
 from shared.config import describe_config, load_config
 from shared.errors import UserError
 
@@ -107,14 +109,23 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     with StopSignals() as stop:
         try:
-            train(config, resume=args.resume, address=args.address)
+            run_dir = train(config, resume=args.resume, address=args.address)
         except KeyboardInterrupt:  # our RunStopped, or Ray's KeyboardInterrupt raised for it
             if stop.received is None:
                 raise
             leave_ray()  # stopped before the actors were placed: nothing else to stop
             print(stopped_message(stop, config.run_dir, args), file=sys.stderr, flush=True)
             return stop.exit_status
+    print_learned(run_dir)
     return 0
+
+
+def print_learned(run_dir: Path) -> None:
+    """The run's closing lines: what it learned, in plain words (deploy/learned.py), and where it is."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    print(f"\ncxr-rl train: finished in {summary['wall_s']:.0f} s; everything is in {run_dir}", flush=True)
+    for line in learned_lines(summary):
+        print(f"- {line}", flush=True)
 
 
 def leave_ray() -> None:

@@ -64,6 +64,9 @@ def run_sft(placement: Placement, config: RunConfig, inputs: RunInputs, run_dir:
             steps = [json.loads(line) for line in lines[seen:] if line.strip().startswith("{")]
             seen = len(lines)
             for entry in steps:
+                if entry.get("total_steps") and bar.total is None:  # SFT's first line: a total, so an ETA
+                    bar.total = entry["total_steps"]
+                    bar.refresh()
                 if entry.get("kind") == "step":
                     bar.update(1)
                     bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.3f}")

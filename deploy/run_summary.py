@@ -9,6 +9,7 @@ from typing import Any
 
 from deploy.config import RunConfig
 from deploy.embedded import RunInputs
+from deploy.learned import learned_lines
 from deploy.run_outcome import RunOutcome
 from evaluation.report import read_report
 from evaluation.report_markdown import generalization_lines
@@ -137,7 +138,12 @@ def write_run_summary(
     timings: dict[str, float],
     plots: list[Path],
 ) -> Path:
-    lines = [f"# Run `{config.name}`", ""]
+    validation = outcome.validation
+    points = sorted(validation.points, key=lambda p: p["step"])
+    summary = summary_content(config, outcome, points, grpo_metrics, selection, report, timings)
+    lines = [f"# Run `{config.name}`", "", "## What was learned", ""]
+    lines += [f"- {line}" for line in learned_lines(summary)] or ["- nothing was evaluated"]
+    lines += [""]
     grpo_config = outcome.grpo_config
     lines += [
         f"- model: `{grpo_config.model}`; SFT adapter: `{grpo_config.sft_adapter}`",
@@ -158,8 +164,6 @@ def write_run_summary(
         ]
         means = [sum(m.get(key, 0.0) for m in grpo_metrics) / len(grpo_metrics) for key in TIME_SPLIT]
         lines.append("| " + " | ".join(f"{value:.3f}" for value in means) + " |")
-    validation = outcome.validation
-    points = sorted(validation.points, key=lambda p: p["step"])
     lines += sets_section(config, outcome)
     lines += validation_section(points, config.evaluation.confidence)
     lines += selection_section(selection)
@@ -170,20 +174,25 @@ def write_run_summary(
         lines += ["", "## Plots", ""] + [f"![{plot.stem}]({plot.relative_to(run_dir)})" for plot in plots]
     lines += ["", "## Config", "", "```json", json.dumps(config.model_dump(mode="json"), indent=2), "```", ""]
     path = write_atomically(run_dir / "summary.md", "\n".join(lines))
-    write_summary_json(run_dir, config, outcome, points, selection, report, timings)
+    write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return path
 
 
-def write_summary_json(
-    run_dir: Path,
+VALIDATION_KEYS = ("step", "id_macro_f1", "id_ci", "ood_macro_f1", "ood_ci", "skill_over_baseline",
+                   "skill_over_baseline_ci", "best_shortcut", "distinct_answer_sets")  # fmt: skip
+
+
+def summary_content(
     config: RunConfig,
     outcome: RunOutcome,
     points: list[dict[str, Any]],
+    grpo_metrics: list[dict[str, Any]],
     selection: dict[str, Any],
     report: dict[str, Any] | None,
     timings: dict[str, float],
-) -> Path:
-    """What summary.md shows, for programs: the keys below are a contract (the demo reads them)."""
+) -> dict[str, Any]:
+    """What summary.md shows, for programs (summary.json): the keys below are a contract (the demo
+    and `cxr-rl train`'s closing lines read them)."""
     by_step = {point["step"]: point for point in points}
     chosen = by_step.get(selection["chosen"]["step"], {}) if selection else {}
     summary = {
@@ -192,10 +201,10 @@ def write_summary_json(
         "skill_over_baseline_ci": chosen.get("skill_over_baseline_ci"),
         "best_shortcut": chosen.get("best_shortcut"),
         "distinct_answer_sets": chosen.get("distinct_answer_sets"),
-        "validation": [
-            {key: point.get(key) for key in ("step", "id_macro_f1", "id_ci", "ood_macro_f1", "ood_ci")}
-            for point in points
-        ],
+        "validation": [{key: point.get(key) for key in VALIDATION_KEYS} for point in points],
+        "grpo_rewards": [
+            m["reward_mean"] for m in grpo_metrics if "reward_mean" in m
+        ],  # per step, on the RL set
         "early_warnings": [point["early_warning"] for point in points if point.get("early_warning")],
         "selection": selection,
         "report_sets": report["report_sets"] if report else {},
@@ -204,7 +213,7 @@ def write_summary_json(
         "timings": timings,
         "wall_s": outcome.wall_s if outcome.wall_s is not None else sum(timings.values()),
     }
-    return write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def unparseable_warning(points: list[dict[str, Any]], threshold: float = 0.5) -> str | None:

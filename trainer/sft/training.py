@@ -220,7 +220,16 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
     else:
         metrics.path.unlink(missing_ok=True)  # a resumed run that never finished an epoch starts over
         state.initial_val_loss = validation_loss(model, val_loader, device, dtype)
-        metrics.append({"kind": "initial", "step": 0, "epoch": 0, "val_loss": state.initial_val_loss})
+        # total_steps: the optimizer steps the run will take at most (a progress bar's total)
+        metrics.append(
+            {
+                "kind": "initial",
+                "step": 0,
+                "epoch": 0,
+                "val_loss": state.initial_val_loss,
+                "total_steps": total_steps,
+            }
+        )
 
     started = time.perf_counter()
     progress = tqdm(

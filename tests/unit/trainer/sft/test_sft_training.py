@@ -85,6 +85,14 @@ def test_sft_lowers_the_validation_loss(finished_run):
     assert all(entry["answer_tokens"] > 0 and math.isfinite(entry["loss"]) for entry in steps)
 
 
+def test_the_first_metrics_line_gives_the_step_total_a_progress_bar_needs(finished_run):
+    """The driver's SFT bar reads its total (hence an ETA) from the first line, before any step."""
+    _, out, summary = finished_run
+    first = metrics(out)[0]
+    assert first["kind"] == "initial"
+    assert first["total_steps"] == summary.steps == 2 * math.ceil(TRAIN_RECORDS / 3)
+
+
 def test_the_best_adapter_loads_and_reproduces_its_validation_loss(finished_run, sft_manifests):
     config, out, summary = finished_run
     adapter = out / "adapter"
