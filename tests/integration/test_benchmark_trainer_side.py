@@ -53,10 +53,12 @@ def test_grpo_step_benchmark_splits_our_step_and_stops_ray(tmp_path):
     command = [
         sys.executable, str(ROOT / "benchmarks" / "grpo_step.py"), "--skip-trl", "--steps", "1", "--warmup", "1",
         "--batch-size", "1", "--group-size", "2", "--max-tokens", "8", "--phantom-studies", "4",
-        "--work-dir", str(tmp_path),
+        "--torch-threads", "1", "--work-dir", str(tmp_path),
     ]  # fmt: skip
     stdout, _, left = run_watching_descendants(command)
     line = json.loads(stdout.strip().splitlines()[-1])
+    assert line["ours_async_step_s"] > 0 and line["async_staleness_max"] == 1  # the overlapped trainer
+    assert list(line["threads"]) == ["1"] and line["threads"]["1"]["ours_step_s"] == line["ours_step_s"]
     parts = [line[key] for key in ("rollout_s", "reward_s", "train_s", "sync_s")]
     assert all(part > 0 for part in parts)
     assert sum(parts) <= line["ours_step_s"]

@@ -1,10 +1,12 @@
-"""The GRPO step benchmark's own parts: our reward as TRL calls it, the matched settings, the
-summaries, and (where TRL is installed) TRL's trainer timed step by step with ours in between."""
+"""The GRPO step benchmark's own parts: our reward as TRL calls it, the matched settings (on-policy
+and with overlap), the summaries and targets, and (where TRL is installed) TRL's trainer timed step
+by step with ours in between."""
 
 from types import SimpleNamespace
 
 import pytest
 
+from benchmarks._grpo_step_report import phase_line
 from benchmarks._trl_grpo import reward_function
 from benchmarks.grpo_step import grpo_config, parse_args, trl_summary, use_trl
 from rewards.protocol import score_request
@@ -38,6 +40,37 @@ def test_grpo_config_matches_the_arguments_and_never_checkpoints(tmp_path):
     assert config.reward.config == {"min_tokens": 4} and config.sft_adapter == str(tmp_path / "sft")
     assert config.checkpoint_every > 1000 and config.max_steps > 1000
     assert (config.device, config.dtype, config.gradient_checkpointing) == ("cpu", "float32", False)
+    assert config.max_staleness == 0
+    overlap = grpo_config(args, tmp_path / "model", tmp_path / "sft", tmp_path / "rl.jsonl", max_staleness=1)
+    assert (
+        overlap.max_staleness == 1 and overlap.adapter_name != config.adapter_name
+    )  # one replica, two trainers
+    assert parse_args([]).torch_threads == [2, 1] and parse_args(["--torch-threads", "1"]).torch_threads == [
+        1
+    ]
+
+
+def summary(wall: float, staleness: int = 0) -> dict:
+    return {
+        "wall_s": wall, "rollout_s": 0.4, "rollout_sample_s": 0.5, "reward_s": 0.01, "train_s": 0.5,
+        "sync_s": 0.02, "other_s": 0.01, "completion_len_mean": 60.0, "step_cpu_s": 1.0, "train_cpu_s": 0.9,
+        "staleness_max": staleness, "steps": [wall],
+    }  # fmt: skip
+
+
+def test_the_json_keeps_its_keys_adds_the_overlap_and_judges_each_target():
+    trl = {**summary(1.5), "step_s": 1.5}
+    line = phase_line(2, {"ours": summary(1.2), "ours_async": summary(1.1, staleness=1), "trl": trl})
+    for key in ("ours_step_s", "trl_step_s", "rollout_s", "reward_s", "train_s", "sync_s", "sync_share"):
+        assert key in line
+    assert line["ours_async_step_s"] == 1.1 and line["async_staleness_max"] == 1
+    assert line["ours_over_trl"] == 0.8 and line["ours_target_met"] is True  # <= 0.9x at 2 threads
+    assert line["ours_async_over_trl"] == 0.733 and line["ours_async_target_met"] is False  # > 0.7x
+    assert line["sync_target_met"] is True  # 2 % of each step
+    one = phase_line(1, {"ours": summary(1.6), "ours_async": summary(1.4, staleness=1), "trl": trl})
+    assert one["ours_async_target_met"] is True and "ours_target_met" not in one  # no on-policy target at 1
+    alone = phase_line(2, {"ours": summary(1.2), "ours_async": summary(1.1, staleness=1)})
+    assert alone["trl_step_s"] is None and "ours_async_target_met" not in alone
 
 
 def test_trl_summary_drops_the_warmup_and_derives_train_time():
@@ -68,7 +101,14 @@ def test_trl_is_skipped_with_a_message_when_not_installed(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--group-size", "1"], ["--steps", "0"], ["--warmup", "-1"], ["--torch-threads", "0"]]
+    "argv",
+    [
+        ["--group-size", "1"],
+        ["--steps", "0"],
+        ["--warmup", "-1"],
+        ["--torch-threads", "0"],
+        ["--torch-threads", "2,x"],
+    ],
 )
 def test_parse_args_refuses_settings_grpo_cannot_run(argv):
     with pytest.raises(SystemExit):
