@@ -43,6 +43,15 @@ def test_the_prefill_path_repeats_each_sequences_adapter_over_its_tokens():
     vllm_ops.sgmv_shrink(x, a, theirs, *meta, 1.0)
     cpu_lora.sgmv_shrink(x, a, ours, *meta, 1.0)
     assert torch.allclose(ours, theirs, atol=1e-5)
+    b, base = weights(SLOTS, 1, OUT, RANK), weights(TOKENS, OUT + 8)
+    theirs_out, ours_out = base.clone(), base.clone()
+    vllm_ops.sgmv_expand_slice(theirs, b, theirs_out, *meta, 4, OUT, True)
+    cpu_lora.sgmv_expand_slice(ours, b, ours_out, *meta, 4, OUT, True)
+    assert torch.allclose(ours_out, theirs_out, atol=1e-5)
+    theirs_out, ours_out = base[:, :OUT].clone(), base[:, :OUT].clone()
+    vllm_ops.sgmv_expand(theirs, b, theirs_out, *meta, True)
+    cpu_lora.sgmv_expand(ours, b, ours_out, *meta, True)
+    assert torch.allclose(ours_out, theirs_out, atol=1e-5)
 
 
 def test_a_token_without_adapter_gets_no_delta():
