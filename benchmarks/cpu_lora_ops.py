@@ -14,7 +14,6 @@ The last line printed is one JSON object of the figures.
 import argparse
 import functools
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--slots", type=int, default=4, help="adapter slots (default 4, the server's max_loras)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed calls per op, after one warm-up (default 5)"
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed calls per op, after one warm-up; the best is reported (default 5)",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
@@ -65,7 +67,7 @@ def seconds(call, repeats: int) -> float:
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return min(times)  # the best of the repeats: what the op costs when the machine's other work lets it run
 
 
 def main(argv: list[str] | None = None) -> int:
