@@ -3,14 +3,16 @@
 vLLM 0.32's CPU LoRA ops (`vllm/lora/ops/torch_ops/lora_ops.py`, used by `PunicaWrapperCPU`)
 gather each token's own copy of its adapter's weights, `weights[indices]` -> [tokens, out, in],
 then take a batched matrix-vector product per token (`einsum("bi, boi -> bo")`). The V1 engine
-runs every step through the prefill path (`sgmv_*`: the indices repeated per token), so a batch of
-16 X-rays x ~400 prompt tokens copies every LoRA matrix 6,600 times, for each of the 7 projections
+runs every step through the prefill path (`sgmv_*`: the indices repeated per token), so a step of
+thousands of prompt tokens copies every LoRA matrix once per token, for each of the 7 projections
 (q/k/v/o/gate/up/down, A and B) of every layer. On the tiny MedGemma that made serving the adapter
-take 1.7x the merged weights' time (benchmarks/rollout.py: LoRA at 0.60x merged).
+0.62x the merged weights' speed; with these ops it is 0.95x (`python benchmarks/rollout.py
+--batch-sizes 32 --repeats 3 --skip-hf --skip-swaps --skip-openai --cpu-lora-ops vllm`, then
+`grouped`; op by op: `python benchmarks/cpu_lora_ops.py`).
 
 A GRPO batch is sampled by one adapter version (two while the next version is published), so the
 tokens fall into one or two groups: here each group is one [tokens, in] x [in, out] product. The
-numbers are the same sums (float32: within 1e-6 of vLLM's ops). Tokens with no adapter (index -1)
+numbers are the same sums (float32: within 1e-5 of vLLM's ops, tests/unit/rollout_server). Tokens with no adapter (index -1)
 get no LoRA delta, as vLLM's GPU kernels skip them; vLLM's CPU ops index the last slot instead.
 
 `install()` puts these functions in place of vLLM's, in the process that runs the model (the
