@@ -58,9 +58,10 @@ class GrpoSettings(StrictModel):
         description="0: each step samples with the policy it trains (on-policy, one phase after the other). "
         "1: the next step's rollouts are sampled by the last published version while this step trains "
         "(one step off-policy): the importance ratio then takes the sampling version's logprobs, and the clip "
-        "bounds it (trainer/grpo/batches.py, trainer/grpo/behaviour.py). Default 0, by measurement: on 2 CPU "
-        "cores sampling and training share the cores, and the overlapped step took 1.14x the on-policy one at "
-        "1 torch thread (README: A faster GRPO step); overlap is for a replica with a device of its own",
+        "bounds it (trainer/grpo/batches.py, trainer/grpo/behaviour.py). Default 0, by measurement: on 2 shared "
+        "CPU cores sampling behind training competes with it, and the overlapped step took 1.14x the on-policy "
+        "one at 1 torch thread beside TRL, 0.81x in a quieter run (README: A faster GRPO step); it is for a "
+        "replica with cores or a device of its own",
     )
     seed: int = Field(0, description="seeds torch, the order X-rays are drawn in, and the rollouts")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
