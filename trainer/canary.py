@@ -10,6 +10,11 @@ token is scored in the context it will have). It sends that sequence, its logpro
 weights, and its logprobs under the reference weights the server can hold (the previous version,
 and the base model, which a fresh or restarted replica always has).
 
+Picking costs two forward passes per picked token. Where the trainer computes in float32 a fixed
+canary already resolves one step's move (~7e-4 RMS at lr 1e-5 against a float32 resolution of
+1e-5), so there the probe sends the fixed `shared.chat.CANARY_TOKEN_IDS` and picks nothing: three
+forward passes per version instead of 67 (`pick=True` forces the picking).
+
 The server compares moves, not values: it computes the same sequence under the new version and
 under the reference it holds, on its own implementation, so their shared error cancels and a load
 that did not take reads a move of exactly zero.
@@ -45,8 +50,19 @@ class CanaryProbe:
     Keeps a copy of the adapter's LoRA tensors as last published (the reference of the next
     version) and the check of the version last made (a replica restarted mid-run is sent the same)."""
 
-    def __init__(self, model: Any, processor: Any, model_dir: str, adapter_name: str, dtype: torch.dtype):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        model_dir: str,
+        adapter_name: str,
+        dtype: torch.dtype,
+        pick: bool | None = None,
+    ):
         self.model, self.adapter_name = model, adapter_name
+        self.pick = (
+            dtype not in RESOLUTION if pick is None else pick
+        )  # None: only where rounding hides a move
         tokenizer = getattr(processor, "tokenizer", processor)
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         self.prefix = bos + tokenizer.encode(CANARY_PREFIX, add_special_tokens=False)
@@ -80,13 +96,7 @@ class CanaryProbe:
     @torch.no_grad()
     def _make(self, previous: tuple[int, dict[str, torch.Tensor]] | None) -> CanaryCheck:
         reference = functools.partial(self._weights, previous[1]) if previous else self._base
-        ids = list(self.prefix)
-        for _ in range(CANARY_PICKS):
-            current = self._next_logprobs(ids)
-            with reference():
-                before = self._next_logprobs(ids)
-            moved = (current - before).abs().masked_fill(~self.allowed.to(current.device), -1.0)
-            ids.append(int(moved.argmax()))
+        ids = self._picked(reference) if self.pick else list(CANARY_TOKEN_IDS)
         references = []
         if previous is not None:
             with self._weights(previous[1]):
@@ -100,6 +110,17 @@ class CanaryProbe:
             references=references,
             resolution=self.resolution,
         )
+
+    def _picked(self, reference: Any) -> list[int]:
+        """The prefix, then greedily the token whose logprob moved most from `reference`."""
+        ids = list(self.prefix)
+        for _ in range(CANARY_PICKS):
+            current = self._next_logprobs(ids)
+            with reference():
+                before = self._next_logprobs(ids)
+            moved = (current - before).abs().masked_fill(~self.allowed.to(current.device), -1.0)
+            ids.append(int(moved.argmax()))
+        return ids
 
     def _next_logprobs(self, ids: list[int]) -> torch.Tensor:
         """Raw logprobs of every vocabulary entry after `ids` (only those a tokenizer can name)."""

@@ -54,7 +54,7 @@ def test_picks_the_tokens_that_moved_and_names_its_references(policy, tiny_medge
     from trainer.canary import CANARY_PICKS, CanaryProbe, sequence_logprobs
 
     model, processor = policy
-    probe = CanaryProbe(model, processor, str(tiny_medgemma), "policy", torch.float32)
+    probe = CanaryProbe(model, processor, str(tiny_medgemma), "policy", torch.float32, pick=True)
     first = probe.check(0)
     assert probe.check(0) is first  # one check per version (a restarted replica gets the same)
     assert [r.version for r in first.references] == [None]  # no version before: the base model
@@ -96,3 +96,28 @@ def move_between(model, before, after, ids, probe):
     for name, parameter in parameters.items():
         parameter.copy_(before[name])
     return moved
+
+
+def test_in_float32_the_fixed_canary_is_sent_and_resolves_one_step(policy, tiny_medgemma):
+    """Picking costs two forward passes per token; in float32 the fixed canary already resolves
+    one lr-1e-5 step, so the server's move check (its check 3) runs on it without picking."""
+    from rollout_server.canary import RESOLVE_FACTOR
+    from shared.chat import CANARY_TOKEN_IDS
+    from trainer.canary import CanaryProbe
+
+    model, processor = policy
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    probe = CanaryProbe(model, processor, str(tiny_medgemma), "policy", torch.float32)
+    probe.check(0)
+    adam_step(model)
+    try:
+        check = probe.check(1)
+        assert check.token_ids == list(CANARY_TOKEN_IDS)
+        (previous,) = [r for r in check.references if r.version == 0]
+        moved = math.sqrt(sum((a - b) ** 2 for a, b in zip(check.expected, previous.logprobs, strict=True)))
+        assert moved >= RESOLVE_FACTOR * math.sqrt(len(check.expected)) * check.resolution
+    finally:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in start:
+                    parameter.copy_(start[name])
