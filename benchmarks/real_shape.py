@@ -172,7 +172,8 @@ def loop(actor: Any, client: Any, image: bytes, model_dir: Path, figures: dict[s
         f"recompute logprobs (worst |diff| {figures['agreement_base']:.1e})", started, figures, "recompute_s"
     )
 
-    probe = CanaryProbe(model, processor, str(model_dir), "policy", torch.float32)
+    # pick=True: the picked canary a bf16 run sends (a float32 trainer would send the fixed one)
+    probe = CanaryProbe(model, processor, str(model_dir), "policy", torch.float32, pick=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     over_ray, over_http = RayAdapterPublisher([actor]), HttpAdapterPublisher([client])
 

@@ -37,10 +37,14 @@ def test_dead_engine_answers_503_everywhere(tmp_path, tiny_medgemma, monkeypatch
             outcome: dict = {}
 
             def in_flight() -> None:
-                try:
-                    client.rollouts(long_request())
-                except RolloutServerError as error:
-                    outcome["error"] = error
+                # One request after another until one is answered with an error: on a loaded
+                # machine a request can end between two polls of the gauge below, and the next
+                # one is then in flight for the kill.
+                while "error" not in outcome:
+                    try:
+                        client.rollouts(long_request())
+                    except RolloutServerError as error:
+                        outcome["error"] = error
 
             sender = threading.Thread(target=in_flight)
             sender.start()
