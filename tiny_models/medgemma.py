@@ -2,7 +2,9 @@
 tower + projector + Gemma3 text), small enough to run in tests on a CPU, saved in the hub layout
 that both transformers and vLLM load."""
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -121,10 +123,14 @@ def build(out: Path, seed: int, vocab_size: int = 640) -> None:
     perturb_constant_vectors(model, generator)
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.save_pretrained(out)
-    _rename_vision_tower_to_hub_layout(out)
+    to_hub_layout(out)
+    save_processor(out, tokenizer, IMAGE_SIZE, TOKENS_PER_IMAGE)
 
+
+def save_processor(out: Path, tokenizer: Any, image_size: int, tokens_per_image: int) -> None:
+    """Gemma3's processor as MedGemma's: square images without pan-and-scan, normalised to [-1, 1]."""
     image_processor = Gemma3ImageProcessor(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"height": image_size, "width": image_size},
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
         do_pan_and_scan=False,
@@ -133,7 +139,7 @@ def build(out: Path, seed: int, vocab_size: int = 640) -> None:
         image_processor=image_processor,
         tokenizer=tokenizer,
         chat_template=GEMMA3_CHAT_TEMPLATE,
-        image_seq_length=TOKENS_PER_IMAGE,
+        image_seq_length=tokens_per_image,
     )
     processor.save_pretrained(out)
 
@@ -148,11 +154,17 @@ def draw_projector(model: Gemma3ForConditionalGeneration, generator: torch.Gener
     weight.copy_(torch.randn(weight.shape, generator=generator, dtype=torch.float32) * std)
 
 
-def _rename_vision_tower_to_hub_layout(out: Path) -> None:
-    """transformers 5 writes `vision_tower.*`; vLLM 0.32 expects the hub's `vision_tower.vision_model.*`
-    (as the real MedGemma checkpoint has). transformers still loads the renamed file."""
-    path = out / "model.safetensors"
-    tensors = load_file(path)
+def to_hub_layout(out: Path) -> None:
+    """One `model.safetensors` whose vision keys read `vision_tower.vision_model.*`: transformers 5
+    writes `vision_tower.*` (in shards for a large model); vLLM 0.32 expects the hub's layout (as
+    the real MedGemma checkpoint has). transformers still loads the renamed file."""
+    index_path = out / "model.safetensors.index.json"
+    files = (
+        sorted(set(json.loads(index_path.read_text())["weight_map"].values())) if index_path.is_file() else []
+    )
+    tensors = {}
+    for name in files or ["model.safetensors"]:
+        tensors.update(load_file(out / name))
     renamed = {}
     for key, tensor in tensors.items():
         for prefix in ("model.vision_tower.", "vision_tower."):
@@ -160,4 +172,8 @@ def _rename_vision_tower_to_hub_layout(out: Path) -> None:
                 key = prefix + "vision_model." + key[len(prefix) :]
                 break
         renamed[key] = tensor.contiguous()
-    save_file(renamed, path, metadata={"format": "pt"})
+    del tensors
+    for name in files:
+        (out / name).unlink()
+    index_path.unlink(missing_ok=True)
+    save_file(renamed, out / "model.safetensors", metadata={"format": "pt"})

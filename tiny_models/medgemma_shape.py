@@ -11,23 +11,19 @@ With N >= 2 the last layer attends globally and the others in a sliding window (
 to 1 global), so both attention kinds and both rotary settings run; N = 1 gives one global layer.
 """
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import (
     Gemma3Config,
     Gemma3ForConditionalGeneration,
-    Gemma3ImageProcessor,
-    Gemma3Processor,
     PreTrainedTokenizerFast,
 )
 
 from deploy.architectures import MEDGEMMA_4B, real_size_config
 from shared.errors import UserError
 from tiny_models.full_vocab import FIXED_IDS, full_size_tokenizer
-from tiny_models.medgemma import GEMMA3_CHAT_TEMPLATE, draw_projector
+from tiny_models.medgemma import GEMMA3_CHAT_TEMPLATE, draw_projector, save_processor, to_hub_layout
 from tiny_models.perturb import perturb_constant_vectors
 
 IMAGE_SIZE = 896
@@ -118,21 +114,8 @@ def build(out: Path, seed: int, layers: int = 1) -> None:
     model.generation_config.bos_token_id = FIXED_IDS["<bos>"]
     model.save_pretrained(out)
     del model
-    _to_hub_layout(out)
-
-    image_processor = Gemma3ImageProcessor(
-        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-        do_pan_and_scan=False,
-    )
-    processor = Gemma3Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        chat_template=GEMMA3_CHAT_TEMPLATE,
-        image_seq_length=TOKENS_PER_IMAGE,
-    )
-    processor.save_pretrained(out)
+    to_hub_layout(out)
+    save_processor(out, tokenizer, IMAGE_SIZE, TOKENS_PER_IMAGE)
 
 
 @torch.no_grad()
@@ -140,27 +123,3 @@ def _scale_block_outputs(model: Gemma3ForConditionalGeneration, scale: float) ->
     for layer in model.model.language_model.layers:
         for norm in (layer.post_attention_layernorm, layer.post_feedforward_layernorm):
             norm.weight.add_(scale - 1.0)  # Gemma's RMSNorm multiplies by (1 + weight)
-
-
-def _to_hub_layout(out: Path) -> None:
-    """One `model.safetensors` whose vision keys read `vision_tower.vision_model.*` (what vLLM 0.32
-    expects, as the published checkpoint has; see tiny_models.medgemma)."""
-    index_path = out / "model.safetensors.index.json"
-    files = (
-        sorted(set(json.loads(index_path.read_text())["weight_map"].values())) if index_path.is_file() else []
-    )
-    tensors = {}
-    for name in files or ["model.safetensors"]:
-        tensors.update(load_file(out / name))
-    renamed = {}
-    for key, tensor in tensors.items():
-        for prefix in ("model.vision_tower.", "vision_tower."):
-            if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
-                key = prefix + "vision_model." + key[len(prefix) :]
-                break
-        renamed[key] = tensor.contiguous()
-    del tensors
-    for name in files:
-        (out / name).unlink()
-    index_path.unlink(missing_ok=True)
-    save_file(renamed, out / "model.safetensors", metadata={"format": "pt"})
