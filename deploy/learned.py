@@ -26,7 +26,9 @@ def skill_line(who: str, point: dict[str, Any]) -> str:
     shortcut = point.get("best_shortcut") or "the best shortcut"
     distinct = point.get("distinct_answer_sets")
     answers = ""
-    if distinct == 1:
+    if distinct == 0:
+        answers = "; none of its answers could be read"
+    elif distinct == 1:
         answers = "; it gave the same answer to every image"
     elif distinct is not None:
         answers = f"; {distinct} different answers across the images"
@@ -53,7 +55,9 @@ def reward_line(rewards: list[float]) -> str | None:
             f"from {first:.3f} (mean of steps 1-{window}) to {last:.3f} "
             f"(mean of steps {len(rewards) - window + 1}-{len(rewards)})"
         )
-    verb = "rose" if last > first else "fell" if last < first else "stayed"
+    if f"{first:.3f}" == f"{last:.3f}":
+        return f"GRPO: the mean reward on the RL set stayed at {last:.3f} over {len(rewards)} steps."
+    verb = "rose" if last > first else "fell"
     return f"GRPO: the mean reward on the RL set {verb} {span}."
 
 

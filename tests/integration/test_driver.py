@@ -233,7 +233,10 @@ def test_run_folder_holds_the_whole_run(driver_run):
     for key in ("skill_over_baseline", "skill_over_baseline_ci", "distinct_answer_sets", "wall_s"):
         assert key in summary_json
     assert [point["step"] for point in summary_json["validation"]] == [0, 2, 4, 5]
-    assert set(summary_json["validation"][0]) == {"step", "id_macro_f1", "id_ci", "ood_macro_f1", "ood_ci"}
+    for point in summary_json["validation"]:  # ID and OOD with their intervals at every step
+        assert {"step", "id_macro_f1", "id_ci", "ood_macro_f1", "ood_ci"} <= set(point)
+        assert point["id_ci"][0] <= point["id_macro_f1"] <= point["id_ci"][1]
+        assert point["ood_ci"][0] <= point["ood_macro_f1"] <= point["ood_ci"][1]
     assert json.loads((run_dir / "run_config.json").read_text())["grpo"]["prompt_format"] == "labels_first"
     summary = (run_dir / "summary.md").read_text()
     for heading in (

@@ -43,3 +43,11 @@ def test_learned_lines_cover_sft_grpo_and_both_validation_sets():
     assert lines[3].startswith("ID validation macro-F1: 0.500") and lines[4].startswith(
         "OOD validation macro-F1"
     )
+
+
+def test_unreadable_answers_and_a_flat_reward_are_said_plainly():
+    assert "none of its answers could be read" in skill_line("SFT", point(0, -0.2, [-0.3, -0.1], 0))
+    assert (
+        reward_line([-0.1, -0.1, -0.1, -0.1])
+        == "GRPO: the mean reward on the RL set stayed at -0.100 over 4 steps."
+    )
