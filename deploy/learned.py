@@ -48,6 +48,8 @@ def reward_line(rewards: list[float]) -> str | None:
         return None
     window = max(1, min(REWARD_WINDOW, len(rewards) // 2))
     first, last = sum(rewards[:window]) / window, sum(rewards[-window:]) / window
+    if f"{first:.3f}" == f"{last:.3f}":
+        return f"GRPO: the mean reward on the RL set stayed at {last:.3f} over {len(rewards)} steps."
     if window == 1:
         span = f"from {first:.3f} (step 1) to {last:.3f} (step {len(rewards)})"
     else:
@@ -55,8 +57,6 @@ def reward_line(rewards: list[float]) -> str | None:
             f"from {first:.3f} (mean of steps 1-{window}) to {last:.3f} "
             f"(mean of steps {len(rewards) - window + 1}-{len(rewards)})"
         )
-    if f"{first:.3f}" == f"{last:.3f}":
-        return f"GRPO: the mean reward on the RL set stayed at {last:.3f} over {len(rewards)} steps."
     verb = "rose" if last > first else "fell"
     return f"GRPO: the mean reward on the RL set {verb} {span}."
 

@@ -95,8 +95,7 @@ class CanaryProbe:
 
     @torch.no_grad()
     def _make(self, previous: tuple[int, dict[str, torch.Tensor]] | None) -> CanaryCheck:
-        reference = functools.partial(self._weights, previous[1]) if previous else self._base
-        ids = self._picked(reference) if self.pick else list(CANARY_TOKEN_IDS)
+        ids = self._picked(previous) if self.pick else list(CANARY_TOKEN_IDS)
         references = []
         if previous is not None:
             with self._weights(previous[1]):
@@ -111,8 +110,10 @@ class CanaryProbe:
             resolution=self.resolution,
         )
 
-    def _picked(self, reference: Any) -> list[int]:
-        """The prefix, then greedily the token whose logprob moved most from `reference`."""
+    def _picked(self, previous: tuple[int, dict[str, torch.Tensor]] | None) -> list[int]:
+        """The prefix, then greedily the token whose logprob moved most from the previous version's
+        weights (the base model's when there is none)."""
+        reference = functools.partial(self._weights, previous[1]) if previous else self._base
         ids = list(self.prefix)
         for _ in range(CANARY_PICKS):
             current = self._next_logprobs(ids)
