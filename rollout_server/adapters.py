@@ -288,14 +288,13 @@ class AdapterRegistry:
         against = (
             previous if previous is not None and (previous.version in sent or None not in sent) else None
         )
-        # Both in one scheduler step: a load that did not take then reads a move of exactly zero even
-        # where an engine's numbers depend on what else is batched with a request.
-        served, served_reference = await asyncio.gather(
+        # Both canaries in one scheduler step: a load that did not take then reads a move of exactly
+        # zero even where an engine's numbers depend on what else is batched with a request. The
+        # weights are read from disk meanwhile, off the event loop.
+        served, served_reference, adapter.served_weights = await asyncio.gather(
             self.engine.canary_logprobs(adapter.lora_request(), token_ids),
             self.engine.canary_logprobs(against.lora_request() if against is not None else None, token_ids),
-        )
-        adapter.served_weights = await asyncio.to_thread(
-            servable_weights, adapter.path, self.engine.lora_dtype
+            asyncio.to_thread(servable_weights, adapter.path, self.engine.lora_dtype),
         )
         if against is None:  # the base model: an inert adapter serves its outputs
             weights: canary.Weights = "same_served" if adapter.served_weights.inert else "changed"

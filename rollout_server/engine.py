@@ -107,7 +107,6 @@ class RolloutEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
         self.llm: Any = None
-        self.base_canary: list[float] | None = None
         self.attention: AttentionReport | None = None  # read from the engine at start
 
     @property
@@ -133,7 +132,7 @@ class RolloutEngine:
         self.llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args(self.config))
         self.attention = await self.read_attention()
         # The first request that asks for logprobs is slow (a one-off warm-up): pay it before /ready.
-        self.base_canary = await self.canary_logprobs(None)
+        await self.canary_logprobs(None)
 
     def shutdown(self) -> None:
         if self.llm is not None:

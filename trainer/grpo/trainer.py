@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from rewards.client import RewardClient
-from shared.chat import multimodal_placeholder_ids, render_prompt
+from shared.chat import render_prompt
 from shared.images import decode_xray
 from shared.manifest import read_manifest
 from shared.prompts import registry_with, user_messages
@@ -86,7 +86,6 @@ class GrpoTrainer:
         self.batches: StepBatches | None = None
         self.prompt_text = ""
         self.pad_id = 0
-        self.placeholder_ids: set[int] = set()
         self.causal_images = False  # image tokens attend causally, as the rollout server's do
         self.vision_frozen = False  # then one X-ray encoding serves every pass of a step
         self.behaviour: BehaviourCopy | None = None
@@ -129,7 +128,6 @@ class GrpoTrainer:
             self.processor, user_messages(registry_with(config.prompt_formats_file).get(config.prompt_format))
         )
         self.pad_id = self.processor.tokenizer.pad_token_id or 0
-        self.placeholder_ids = set(multimodal_placeholder_ids(config.model))
 
         checkpoint = latest_checkpoint(self.run_dir) if resume else None
         if checkpoint is not None:
