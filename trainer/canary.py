@@ -12,8 +12,10 @@ and the base model, which a fresh or restarted replica always has).
 
 Picking costs two forward passes per picked token. Where the trainer computes in float32 a fixed
 canary already resolves one step's move (~7e-4 RMS at lr 1e-5 against a float32 resolution of
-1e-5), so there the probe sends the fixed `shared.chat.CANARY_TOKEN_IDS` and picks nothing: three
-forward passes per version instead of 67 (`pick=True` forces the picking).
+1e-5), so there the probe sends the fixed `shared.chat.CANARY_TOKEN_IDS` and picks nothing: one
+forward pass per version instead of 67 (`pick=True` forces the picking). With the same ids every
+version, the previous version's reference is the `expected` its own check computed under the same
+weights, and the base model's (frozen) is computed once; only the new weights need a pass.
 
 The server compares moves, not values: it computes the same sequence under the new version and
 under the reference it holds, on its own implementation, so their shared error cancels and a load
@@ -71,8 +73,13 @@ class CanaryProbe:
         self.allowed[sorted(i for i in excluded if i < len(tokenizer))] = False
         self.tolerance = ABSOLUTE_TOLERANCE.get(dtype, BF16_ABSOLUTE_TOLERANCE)
         self.resolution = RESOLUTION.get(dtype, BF16_RESOLUTION)
-        self._published: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._published: tuple[int, dict[str, torch.Tensor]] | None = None  # picking's reference
         self._made: tuple[int, CanaryCheck] | None = None
+        # The base model's canary logprobs, by ids: the same for every version while the base is frozen.
+        self._base_logprobs: tuple[list[int], list[float]] | None = None
+        self._base_frozen = not any(
+            p.requires_grad for name, p in model.named_parameters() if ".lora_" not in name
+        )
 
     def lora_parameters(self) -> dict[str, torch.nn.Parameter]:
         marker = f".{self.adapter_name}."
@@ -82,26 +89,32 @@ class CanaryProbe:
         """The check for `version` (the adapter's current weights); made once per version."""
         if self._made is not None and self._made[0] == version:
             return self._made[1]
-        previous = self._published if self._published and self._published[0] == version - 1 else None
         was_training = self.model.training
         self.model.eval()
         try:
-            check = self._make(previous)
+            check = self._make(version)
         finally:
             self.model.train(was_training)
-        self._published = (version, {n: p.detach().clone() for n, p in self.lora_parameters().items()})
+        if self.pick:
+            self._published = (version, {n: p.detach().clone() for n, p in self.lora_parameters().items()})
         self._made = (version, check)
         return check
 
     @torch.no_grad()
-    def _make(self, previous: tuple[int, dict[str, torch.Tensor]] | None) -> CanaryCheck:
-        ids = self._picked(previous) if self.pick else list(CANARY_TOKEN_IDS)
+    def _make(self, version: int) -> CanaryCheck:
         references = []
-        if previous is not None:
-            with self._weights(previous[1]):
-                references.append(CanaryReference(version=previous[0], logprobs=self.sequence_logprobs(ids)))
-        with self._base():
-            references.append(CanaryReference(version=None, logprobs=self.sequence_logprobs(ids)))
+        if self.pick:
+            previous = self._published if self._published and self._published[0] == version - 1 else None
+            ids = self._picked(previous)
+            if previous is not None:
+                with self._weights(previous[1]):
+                    logprobs = self.sequence_logprobs(ids)
+                references.append(CanaryReference(version=previous[0], logprobs=logprobs))
+        else:
+            ids = list(CANARY_TOKEN_IDS)
+            if self._made is not None and self._made[0] == version - 1:  # its weights, these ids
+                references.append(CanaryReference(version=version - 1, logprobs=self._made[1].expected))
+        references.append(CanaryReference(version=None, logprobs=self._base_sequence_logprobs(ids)))
         return CanaryCheck(
             token_ids=ids,
             expected=self.sequence_logprobs(ids),
@@ -128,6 +141,15 @@ class CanaryProbe:
         tokens = torch.tensor([ids], device=self._device())
         logits = self.model(input_ids=tokens, use_cache=False, logits_to_keep=1).logits[0, -1].float()
         return torch.log_softmax(logits, dim=-1)[: len(self.allowed)]
+
+    def _base_sequence_logprobs(self, ids: list[int]) -> list[float]:
+        if self._base_logprobs is not None and self._base_logprobs[0] == ids:
+            return self._base_logprobs[1]
+        with self._base():
+            logprobs = self.sequence_logprobs(ids)
+        if self._base_frozen:
+            self._base_logprobs = (list(ids), logprobs)
+        return logprobs
 
     def sequence_logprobs(self, ids: list[int]) -> list[float]:
         """Logprob of each token of `ids` after the ones before it, as the server's prompt logprobs."""

@@ -121,3 +121,48 @@ def test_in_float32_the_fixed_canary_is_sent_and_resolves_one_step(policy, tiny_
             for name, parameter in model.named_parameters():
                 if name in start:
                     parameter.copy_(start[name])
+
+
+def test_in_float32_a_version_costs_one_forward_pass_and_its_references_are_exact(policy, tiny_medgemma):
+    """With the fixed canary the previous version's reference is the expected logprobs its own check
+    computed, and the base model's are computed once: a version costs one pass, and each reference
+    is what a pass under those weights gives."""
+    from shared.chat import CANARY_TOKEN_IDS
+    from trainer.canary import CanaryProbe, sequence_logprobs
+
+    model, processor = policy
+    ids = list(CANARY_TOKEN_IDS)
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    probe = CanaryProbe(model, processor, str(tiny_medgemma), "policy", torch.float32)
+    passes = []
+    hook = model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        probe.check(0)
+        versions = [{n: p.detach().clone() for n, p in probe.lora_parameters().items()}]
+        for version in (1, 2):
+            adam_step(model, lr=1e-3)
+            versions.append({n: p.detach().clone() for n, p in probe.lora_parameters().items()})
+            passes.clear()
+            check = probe.check(version)
+            assert len(passes) == 1, f"version {version}: {len(passes)} forward passes"
+            hook.remove()
+            assert [r.version for r in check.references] == [version - 1, None]
+            assert check.expected == sequence_logprobs(model, ids)
+            with torch.no_grad():
+                for name, parameter in probe.lora_parameters().items():
+                    parameter.copy_(versions[version - 1][name])
+                previous = sequence_logprobs(model, ids)
+                with model.disable_adapter():
+                    base = sequence_logprobs(model, ids)
+                for name, parameter in probe.lora_parameters().items():
+                    parameter.copy_(versions[version][name])
+            assert check.references[0].logprobs == previous
+            assert check.references[1].logprobs == base
+            assert previous != check.expected  # the step moved it: the reference is not the new weights
+            hook = model.register_forward_hook(lambda *_: passes.append(1))
+    finally:
+        hook.remove()
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in start:
+                    parameter.copy_(start[name])
