@@ -40,14 +40,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, help="SFT learning rate (default: the demo config's)")
     parser.add_argument("--epochs", type=int, help="SFT epochs (default: the demo config's)")
     parser.add_argument("--rank", type=int, help="LoRA rank (alpha twice it; default: the config's)")
+    parser.add_argument(
+        "--train-in-full",
+        default="",
+        help="a diagnostic: comma-separated base-model parts trained in full beside the LoRA, e.g. "
+        "multi_modal_projector,language_model (what LoRA-only SFT cannot reach; not servable by vLLM)",
+    )
     parser.add_argument("--model", type=Path, help="another model folder (default: the demo's tiny MedGemma)")
     parser.add_argument("--work-dir", type=Path, help="folder for the run (default: temporary)")
     return parser.parse_args(argv)
 
 
-def sft_skill(run_dir: Path, overrides: dict, model: Path | None = None, scored: int = 120) -> dict:
+def sft_skill(
+    run_dir: Path,
+    overrides: dict,
+    model: Path | None = None,
+    scored: int = 120,
+    train_in_full: tuple[str, ...] = (),
+) -> dict:
     """Prepare the demo's inputs under `run_dir`, run its SFT with `overrides` (a nested dict over
-    the default run config) and score the adapter's greedy answers; returns the figures."""
+    the default run config; `train_in_full` as SftConfig's) and score the adapter's greedy answers
+    (with the parts trained in full loaded into the base); returns the figures."""
     # torch, transformers and the trainer take seconds to import: `--help` answers without them
     import torch
 
@@ -66,7 +79,7 @@ def sft_skill(run_dir: Path, overrides: dict, model: Path | None = None, scored:
     inputs = prepare_phantom_data(config, config.run_dir)
     model = model or prepare_model(config, config.run_dir)
     sft_config = config.sft_config(str(model), inputs.sft_manifest, config.run_dir / "sft")
-    sft_config = sft_config.model_copy(update={"progress": False})
+    sft_config = sft_config.model_copy(update={"progress": False, "train_in_full": train_in_full})
     started = time.perf_counter()
     summary = train_sft(sft_config, sft_config.out)
     sft_s = time.perf_counter() - started
@@ -120,13 +133,21 @@ def greedy_answers(model_dir: Path, adapter: Path, images: list, prompt_format: 
     # torch, peft and transformers take seconds to import: `--help` answers without them
     import torch
     from peft import PeftModel
+    from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from shared.chat import render_prompt
     from shared.prompts import PromptRegistry, user_messages
+    from trainer.sft.config import FULL_WEIGHTS_FILE
 
     processor = AutoProcessor.from_pretrained(model_dir)
     base = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32)
+    if (adapter / FULL_WEIGHTS_FILE).is_file():  # what SFT trained in full (--train-in-full)
+        unexpected = base.load_state_dict(
+            load_file(adapter / FULL_WEIGHTS_FILE), strict=False
+        ).unexpected_keys
+        if unexpected:
+            raise RuntimeError(f"{FULL_WEIGHTS_FILE} does not fit the model: {unexpected[:3]}")
     model = PeftModel.from_pretrained(base, str(adapter)).eval()
     prompt = render_prompt(processor, user_messages(PromptRegistry().get(prompt_format)))
     answers = []
@@ -154,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         sft["lora"] = {"rank": args.rank, "alpha": 2 * args.rank}
     overrides = {"data": {"phantoms": {"n": args.n}}, "sft": sft}
     with tempfile.TemporaryDirectory(prefix="cxr-rl-demo-sft-") as scratch:
-        figures = sft_skill(args.work_dir or Path(scratch), overrides, args.model, args.scored)
+        train_in_full = tuple(part for part in args.train_in_full.split(",") if part)
+        figures = sft_skill(args.work_dir or Path(scratch), overrides, args.model, args.scored, train_in_full)
     print(
         f"SFT: {figures['sft_records']} records, {figures['sft_steps']} steps in {figures['sft_s']} s; "
         f"val loss by epoch {figures['val_loss']}"

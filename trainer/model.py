@@ -123,9 +123,12 @@ def load_policy(
     trainable: bool = True,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    train_in_full: tuple[str, ...] = (),
 ) -> tuple[Any, Any]:
     """(peft_model, processor): the base model frozen (vision encoder and projector included) with
-    a new LoRA from `lora`, or the adapter saved in `adapter_path` (whose own config then wins)."""
+    a new LoRA from `lora`, or the adapter saved in `adapter_path` (whose own config then wins).
+    `train_in_full` unfreezes the base parameters whose names contain one of its strings (a
+    diagnostic of SFT: see SftConfig.train_in_full)."""
     # transformers and peft (seconds) load with a model: the driver imports this module
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForImageTextToText
@@ -148,6 +151,8 @@ def load_policy(
     if not trainable:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
+    elif train_in_full:
+        unfreeze(model, train_in_full)
     model.to(device)
     if trainable and gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -156,6 +161,28 @@ def load_policy(
         model.enable_input_require_grads()
     model.train(trainable)
     return model, processor
+
+
+def full_module_names(model: Any, patterns: tuple[str, ...]) -> list[str]:
+    """The base (non-LoRA) parameters whose names contain one of `patterns`."""
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if "lora_" not in name and any(pattern in name for pattern in patterns)
+    ]
+
+
+def unfreeze(model: Any, patterns: tuple[str, ...]) -> None:
+    names = set(full_module_names(model, patterns))
+    unmatched = [p for p in patterns if not any(p in name for name in names)]
+    if unmatched:
+        raise UserError(
+            f"train_in_full: no base parameter's name contains {', '.join(map(repr, unmatched))} "
+            "(e.g. multi_modal_projector, vision_tower, language_model)"
+        )
+    for name, parameter in model.named_parameters():
+        if name in names:
+            parameter.requires_grad_(True)
 
 
 def trainable_parameters(model: Any) -> list[torch.nn.Parameter]:

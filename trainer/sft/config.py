@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from shared.config import StrictModel
 from trainer.lora import LoraSettings
 
+FULL_WEIGHTS_FILE = "full_weights.safetensors"  # what `train_in_full` trained, beside the adapter
 PIXELS_PER_QWEN_TOKEN = 28 * 28  # Qwen-VL: 14 px patches merged 2x2 into one visual token
 
 
@@ -85,3 +86,10 @@ class SftConfig(SftSettings):
     model: Path = Field(description="base model folder (hub layout: config, weights, processor)")
     out: Path | None = Field(None, description="output folder; `cxr-rl sft --out` overrides it")
     data: SftData = Field(description="the training manifest and output format, with the validation split")
+    train_in_full: tuple[str, ...] = Field(
+        (),
+        description="a diagnostic, not the paper's recipe: base-model parameters whose names contain one of "
+        "these (e.g. multi_modal_projector, language_model) train in full beside the LoRA and are saved beside "
+        f"the adapter as {FULL_WEIGHTS_FILE}. The rollout server serves LoRA only, so a run config cannot set "
+        "this; `benchmarks/demo_sft.py --train-in-full` scores what such an SFT learns",
+    )

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel
+from safetensors.torch import save_file
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -41,8 +42,15 @@ from trainer.checkpoint import (
     save_adapter,
     save_checkpoint,
 )
-from trainer.model import end_of_turn_ids, load_policy, resolve_device, resolve_dtype, trainable_parameters
-from trainer.sft.config import SftConfig
+from trainer.model import (
+    end_of_turn_ids,
+    full_module_names,
+    load_policy,
+    resolve_device,
+    resolve_dtype,
+    trainable_parameters,
+)
+from trainer.sft.config import FULL_WEIGHTS_FILE, SftConfig
 from trainer.sft.data import IGNORE_INDEX, SftBatch, SftDataset, collate, hold_out_patients, read_sft_manifest
 
 log = logging.getLogger("cxr_rl.sft")
@@ -165,6 +173,8 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
     prompt_messages = user_messages(prompts.get(config.data.sft_format))
     train_records, val_records = sft_records(config)
     checkpoint = prepare_output(out, config, resume)
+    if checkpoint is not None and config.train_in_full:
+        raise UserError("--resume: checkpoints hold the LoRA only, not what train_in_full trains; start over")
     state = RunState(**read_checkpoint_state(checkpoint)) if checkpoint else RunState()
     if state.stop_reason != "running":
         result = summary(config, state, len(train_records), len(val_records), out)
@@ -184,6 +194,7 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
         adapter_name=ADAPTER_NAME,
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
+        train_in_full=config.train_in_full,
     )
     end_of_turn = end_of_turn_ids(config.model, processor)
     pad_id = processor.tokenizer.pad_token_id or 0
@@ -256,6 +267,8 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
                 epoch_loss / max(epoch_tokens, 1), val_loss, training.early_stopping_patience
             ):
                 save_adapter(model, ADAPTER_NAME, out / "adapter")
+                if config.train_in_full:
+                    save_full_weights(model, config.train_in_full, out / "adapter" / FULL_WEIGHTS_FILE)
             if state.stop_reason == "running" and state.step >= total_steps:
                 state.stop_reason = "epochs" if state.epoch >= training.epochs else "max_steps"
             state.seconds += time.perf_counter() - started
@@ -275,6 +288,20 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
     finally:
         progress.close()
     return result
+
+
+def save_full_weights(model: Any, patterns: tuple[str, ...], path: Path) -> None:
+    """The base parameters `train_in_full` trained, under the base model's own names (PEFT's
+    `base_model.model.` prefix and LoRA's `.base_layer` dropped), so they load into the base before
+    the adapter does."""
+    parameters = dict(model.named_parameters())
+    tensors = {}
+    for name in full_module_names(model, patterns):
+        base_name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+        tensors[base_name] = parameters[name].detach().to("cpu", copy=True).contiguous()
+    staging = path.with_name(path.name + ".partial")
+    save_file(tensors, staging)
+    staging.replace(path)
 
 
 def sft_records(config: SftConfig) -> tuple[list[ManifestRecord], list[ManifestRecord]]:

@@ -248,3 +248,36 @@ def test_qwen_trains_and_stops_at_max_steps(tiny_qwen, sft_manifests, tmp_path):
     summary = train_sft(config, tmp_path)
     assert summary.stop_reason == "max_steps" and summary.steps == 1 and summary.epochs_run == 1
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_train_in_full_trains_the_named_base_parts_and_saves_them_under_the_base_names(
+    tiny_medgemma, sft_manifests, tmp_path
+):
+    """The diagnostic of issue 15: what SFT trains in full beside the LoRA is saved beside the
+    adapter, changed by training, under names that load into the base model (LoRA's wrapping
+    stripped); nothing else of the base is saved."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from trainer.sft.config import FULL_WEIGHTS_FILE
+
+    parts = ("multi_modal_projector", "language_model.layers.0.self_attn.q_proj")
+    config = make_config(tiny_medgemma, sft_manifests, max_steps=1).model_copy(
+        update={"train_in_full": parts}
+    )
+    train_sft(config, tmp_path)
+    saved = load_file(tmp_path / "adapter" / FULL_WEIGHTS_FILE)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_medgemma, dtype=torch.float32)
+    before = base.state_dict()
+    assert sorted(saved) == [
+        "model.language_model.layers.0.self_attn.q_proj.weight",
+        "model.multi_modal_projector.mm_input_projection_weight",
+        "model.multi_modal_projector.mm_soft_emb_norm.weight",
+    ]
+    assert all(not torch.equal(saved[name], before[name]) for name in saved)
+    assert base.load_state_dict(saved, strict=False).unexpected_keys == []
+
+
+def test_train_in_full_names_a_part_the_model_lacks(tiny_medgemma):
+    with pytest.raises(UserError, match="'no_such_part'"):
+        load_policy(tiny_medgemma, LoraSettings(), device="cpu", train_in_full=("no_such_part",))
