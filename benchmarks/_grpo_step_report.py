@@ -4,9 +4,15 @@ with overlap) and TRL's with their splits, each target met or not, and one JSON 
 The JSON's top level holds the first thread count's figures under the keys the script has always
 printed (`ours_step_s`, `trl_step_s`, `rollout_s`, ..., `sync_s`, `sync_share`: ours on-policy),
 with `ours_async_step_s` and the `async_*` split beside them; `threads` holds every thread count's.
+
+The CPU accounting (`*_trainer_cpu_s`, `*_engine_cpu_s`, `*_other_cpu_s`, their sum `*_core_s`, and
+`*_floor_s` = `*_core_s` / `cores`) bounds what any overlap can reach on this machine: an overlapped
+step cannot take less than the core-seconds it uses over the cores there are. `async_floor_over_trl`
+is that bound over TRL's measured step, beside the target it would have to meet.
 """
 
 import argparse
+import os
 from typing import Any
 
 SYNC_SHARE_TARGET = 0.05
@@ -48,7 +54,19 @@ def phase_line(threads: int, phase: dict[str, Any]) -> dict[str, Any]:
         "async_completion_len_mean": round(overlap["completion_len_mean"], 1),
         "ours_steps_s": [round(s, 4) for s in ours["steps"]],
         "ours_async_steps_s": [round(s, 4) for s in overlap["steps"]],
+        "cores": os.cpu_count(),
     }
+    for prefix, summary in (("ours", ours), ("async", overlap)):
+        for key in (
+            "trainer_cpu_s",
+            "engine_cpu_s",
+            "other_cpu_s",
+            "core_s",
+            "floor_s",
+            "busy",
+            "sync_prepare_s",
+        ):
+            line[f"{prefix}_{key}"] = _round(summary[key])
     line["sync_target_met"] = max(line["sync_share"], line["async_sync_share"]) < SYNC_SHARE_TARGET
     if trl:
         line.update(
@@ -63,6 +81,13 @@ def phase_line(threads: int, phase: dict[str, Any]) -> dict[str, Any]:
             ours_over_trl=round(ours["wall_s"] / trl["step_s"], 3),
             ours_async_over_trl=round(overlap["wall_s"] / trl["step_s"], 3),
             trl_steps_s=[round(s, 4) for s in trl["steps"]],
+            trl_core_s=_round(trl["core_s"]),
+            trl_floor_s=_round(trl["floor_s"]),
+            trl_busy=_round(trl["busy"]),
+            trl_idle_engine_cpu_s=_round(trl["idle_engine_cpu_s"]),
+            trl_idle_other_cpu_s=_round(trl["idle_other_cpu_s"]),
+            async_floor_over_trl=round(overlap["floor_s"] / trl["step_s"], 3),
+            ours_floor_over_trl=round(ours["floor_s"] / trl["step_s"], 3),
         )
         for mode, bound in STEP_TARGETS.get(threads, {}).items():
             line[f"{mode}_over_trl_target"] = bound
@@ -103,10 +128,50 @@ def print_phase(threads: int, phase: dict[str, Any], line: dict[str, Any], args:
                 print(f"{LABELS[mode]} step: {ratio:.2f}x TRL's (no target at {threads} thread(s))")
     else:
         print("TRL: not measured")
+    print_cpu(phase, line)
     verdict = "met" if line["sync_target_met"] else "NOT met"
     print(
         f"target: sync under {SYNC_SHARE_TARGET:.0%} of a step: {verdict} "
-        f"({line['sync_share']:.1%} on-policy, {line['async_sync_share']:.1%} with overlap)"
+        f"({line['sync_share']:.1%} on-policy, {line['async_sync_share']:.1%} with overlap; the trainer's "
+        f"part, LoRA to bytes and canary: {phase['ours']['sync_prepare_s'] * 1000:.0f} and "
+        f"{phase['ours_async']['sync_prepare_s'] * 1000:.0f} ms, the rest Ray and the replica's load)"
+    )
+
+
+def print_cpu(phase: dict[str, Any], line: dict[str, Any]) -> None:
+    """Core-seconds per step by process and the least step time they allow on this machine."""
+    cores = line["cores"]
+    print(
+        f"CPU per step, core-seconds: {'trainer':>8}{'engine':>8}{'other':>8}{'total':>8}"
+        f" | floor on {cores} cores{'step s':>9}{'busy':>7}"
+    )
+    for mode in ("ours", "ours_async"):
+        s = phase[mode]
+        print(
+            f"{'':<28}{s['trainer_cpu_s']:>8.3f}{s['engine_cpu_s']:>8.3f}{s['other_cpu_s']:>8.3f}"
+            f"{s['core_s']:>8.3f} | {s['floor_s']:>15.3f}{s['wall_s']:>9.3f}{s['busy']:>7.0%}  {LABELS[mode]}"
+        )
+    trl = phase.get("trl")
+    if not trl:
+        return
+    print(
+        f"{'':<28}{trl['core_s']:>8.3f}{'':>8}{'':>8}{trl['core_s']:>8.3f} | {trl['floor_s']:>15.3f}"
+        f"{trl['step_s']:>9.3f}{trl['busy']:>7.0%}  TRL (meanwhile our idle replica {trl['idle_engine_cpu_s']:.3f}, "
+        f"other {trl['idle_other_cpu_s']:.3f})"
+    )
+    bound = STEP_TARGETS.get(line["torch_threads"], {}).get("ours_async")
+    ratio = line["async_floor_over_trl"]
+    if bound is None:
+        print(f"floor of an overlapped step: {ratio:.2f}x TRL's step")
+        return
+    reach = "within reach" if ratio <= bound else "OUT OF REACH on this machine's cores"
+    print(
+        f"floor of an overlapped step: {phase['ours_async']['floor_s']:.3f} s = {ratio:.2f}x TRL's step; "
+        f"target {bound}x: {reach}"
+    )
+    print(
+        "(busy: core-seconds over step time x cores; well below 100 %, other work shared the cores and "
+        "the steps' wall times, TRL's too, are not what the CPU alone would allow)"
     )
 
 

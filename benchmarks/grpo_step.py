@@ -17,6 +17,12 @@ An overlapped step's turn ends when the rollouts it set going are sampled: its t
 steady-state period from one step's start to the next's, and nothing of it runs in another's turn.
 Checkpoints are off for all.
 
+CPU accounting: each turn also counts the CPU seconds of our processes by role (this trainer
+process, the rollout replica's processes, the rest: Ray and the reward worker;
+`benchmarks/_process_cpu.py`). Their sum per step over the machine's cores is the least time a
+step of ours can take here however rollouts and training overlap (`floor_s`), printed beside the
+measured steps and TRL's.
+
     python -m benchmarks.grpo_step --help
 
 The last line printed is one JSON object of the figures: those of the first thread count at the
@@ -172,13 +178,16 @@ class OurSteps:
         "completion_len_mean", "staleness",
     )  # fmt: skip
 
-    def __init__(self, trainer: Any, warmup: int, profiler: Any = None):
+    def __init__(self, trainer: Any, warmup: int, cpu: Any, profiler: Any = None):
         from benchmarks._timing import PhaseClock
 
-        self.trainer, self.warmup, self.profiler = trainer, warmup, profiler
+        self.trainer, self.warmup, self.cpu, self.profiler = trainer, warmup, cpu, profiler
         self.records: list[dict[str, float]] = []
         self.train_clock = PhaseClock()
         trainer._train = self.train_clock.wrap(trainer._train)  # its CPU time; the wall time is train_s
+        # The trainer's part of sync: the LoRA to bytes and the canary check; the rest is Ray and the replica.
+        self.sync_clock = PhaseClock()
+        trainer.current_update = self.sync_clock.wrap(trainer.current_update)
         self.steps_done = 0
 
     def reset(self) -> None:
@@ -189,15 +198,18 @@ class OurSteps:
         timed = self.steps_done >= self.warmup
         if timed and self.profiler is not None:
             self.profiler.enable()
+        self.cpu.take()
         wall, cpu = time.perf_counter(), time.process_time()
         metrics = self.trainer.step()
         waited = time.perf_counter()
         self.trainer.batches.prefetch.wait()  # overlap: until the next step's rollouts are in
         waited = time.perf_counter() - waited
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        by_role = self.cpu.take()
         if timed and self.profiler is not None:
             self.profiler.disable()
         _, train_cpu = self.train_clock.drain()
+        sync_prepare, _ = self.sync_clock.drain()
         self.steps_done += 1
         if timed:
             self.records.append(
@@ -206,17 +218,25 @@ class OurSteps:
                     "wait_s": waited,
                     "step_cpu_s": cpu,
                     "train_cpu_s": train_cpu,
+                    "sync_prepare_s": sync_prepare,
+                    **{f"{role}_cpu_s": seconds for role, seconds in by_role.items()},
                     **{key: float(metrics[key]) for key in self.KEYS},
                 }
             )
 
     def summary(self) -> dict[str, Any]:
-        keys = ("wall_s", "wait_s", "step_cpu_s", "train_cpu_s", *self.KEYS)
+        from benchmarks._process_cpu import ROLES
+
+        roles = tuple(f"{role}_cpu_s" for role in ROLES)
+        keys = ("wall_s", "wait_s", "step_cpu_s", "train_cpu_s", "sync_prepare_s", *roles, *self.KEYS)
         mean: dict[str, Any] = {key: statistics.mean(r[key] for r in self.records) for key in keys}
         # The rollout time on the step's path: its wait for the batch, and (overlap) the wait after.
         mean["rollout_s"] += mean["wait_s"]
         parts = ("rollout_s", "reward_s", "train_s", "sync_s", "checkpoint_s")
         mean["other_s"] = mean["wall_s"] - sum(mean[key] for key in parts)  # adapter_update, batching
+        mean["core_s"] = sum(mean[key] for key in roles)
+        mean["floor_s"] = mean["core_s"] / (os.cpu_count() or 1)
+        mean["busy"] = mean["floor_s"] / mean["wall_s"]  # share of the cores' time our processes used
         mean["staleness_max"] = max(r["staleness"] for r in self.records)
         mean["steps"] = [r["wall_s"] for r in self.records]
         return mean
@@ -237,7 +257,7 @@ def use_trl(skip: bool) -> bool:
     return True
 
 
-def trl_summary(trl: Any, warmup: int) -> dict[str, Any]:
+def trl_summary(trl: Any, warmup: int, background: list[dict[str, float]]) -> dict[str, Any]:
     def mean(values: list[float]) -> float:
         return statistics.mean(values[warmup:]) if len(values) > warmup else 0.0
 
@@ -249,6 +269,12 @@ def trl_summary(trl: Any, warmup: int) -> dict[str, Any]:
     summary["train_cpu_s"] = summary["step_cpu_s"] - summary["rollout_cpu_s"] - summary["reward_cpu_s"]
     summary["completion_len_mean"] = mean(trl.completion_len_mean)
     summary["steps"] = trl.step_s[warmup:]
+    # TRL runs in this process alone; our idle replica and Ray use some CPU meanwhile (not TRL's).
+    summary["core_s"] = summary["step_cpu_s"]
+    summary["floor_s"] = summary["core_s"] / (os.cpu_count() or 1)
+    summary["busy"] = summary["floor_s"] / summary["step_s"] if summary["step_s"] else 0.0
+    for role in ("engine", "other"):
+        summary[f"idle_{role}_cpu_s"] = mean([window[role] for window in background])
     return summary
 
 
@@ -266,6 +292,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from tqdm import tqdm
 
     from benchmarks._cluster import private_ray, rollout_replica
+    from benchmarks._process_cpu import ProcessCpu
     from benchmarks._trl_grpo import run_trl, trl_version
     from dataprep.phantoms.datasets import make_phantoms
     from rewards.client import RewardClient
@@ -295,7 +322,8 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 )  # fmt: skip
                 trainers[mode].setup()
             profiler = cProfile.Profile() if args.profile else None
-            ours = {mode: OurSteps(trainer, args.warmup, profiler) for mode, trainer in trainers.items()}
+            cpu = ProcessCpu(ray.get(actor.__ray_call__.remote(lambda _: os.getpid())))
+            ours = {mode: OurSteps(trainer, args.warmup, cpu, profiler) for mode, trainer in trainers.items()}
             total = args.warmup + args.steps
             for threads in args.torch_threads:
                 torch.set_num_threads(threads)
@@ -306,7 +334,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     total=total, desc=f"{threads} thread(s): steps ({names}, in turn)", unit="turn"
                 )
 
-                def our_turn(*_: Any, progress: Any = progress) -> None:
+                background: list[dict[str, float]] = []  # per TRL step: our processes, idle
+
+                def our_turn(*_: Any, progress: Any = progress, background: list = background) -> None:
+                    background.append(cpu.take())  # since our last turn: TRL's step (1st: its setup)
                     for steps in ours.values():
                         steps.step()
                     progress.update()
@@ -314,7 +345,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 phase: dict[str, Any] = {}
                 if with_trl:
                     trl = run_trl(configs["ours"], work / f"trl-{threads}", steps=total, on_step=our_turn)
-                    phase["trl"] = trl_summary(trl, args.warmup)
+                    phase["trl"] = trl_summary(trl, args.warmup, background)
                 else:
                     for _ in range(total):
                         our_turn()

@@ -64,4 +64,8 @@ def test_grpo_step_benchmark_splits_our_step_and_stops_ray(tmp_path):
     assert sum(parts) <= line["ours_step_s"]
     assert line["trl_step_s"] is None and "TRL: not measured" in stdout
     assert 0 < line["sync_share"] < 1 and len(line["ours_steps_s"]) == 1
+    # CPU accounting: the trainer and the replica both worked; the floor is their core-seconds per core
+    assert line["ours_trainer_cpu_s"] > 0 and line["ours_engine_cpu_s"] > 0 and line["async_engine_cpu_s"] > 0
+    assert line["ours_floor_s"] == pytest.approx(line["ours_core_s"] / line["cores"], abs=1e-3)
+    assert 0 < line["ours_sync_prepare_s"] < line["sync_s"]
     assert left == []
