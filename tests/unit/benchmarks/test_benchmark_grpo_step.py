@@ -114,12 +114,16 @@ def test_the_cpu_floor_says_whether_an_overlapped_step_can_reach_its_target(caps
     monkeypatch.setattr(report.os, "cpu_count", lambda: 2)
     trl = trl_figures(1.0)
     for core_s, reachable in ((1.6, "OUT OF REACH"), (1.2, "within reach")):
-        phase = {"ours": summary(1.2), "ours_async": summary(1.1, 1, core_s=core_s), "trl": trl}
+        phase = {"ours": summary(1.0), "ours_async": summary(core_s / 2, 1, core_s=core_s), "trl": trl}
         line = phase_line(2, phase)
         assert line["cores"] == 2 and line["async_core_s"] == core_s and line["async_floor_s"] == core_s / 2
         assert line["async_floor_over_trl"] == core_s / 2 and line["trl_core_s"] == 2.4
         print_cpu(phase, line)
-        assert reachable in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert reachable in printed and "caution" not in printed  # the cores were all ours: busy 100 %
+    loaded = {"ours": summary(2.0), "ours_async": summary(2.0, 1), "trl": trl}  # 2 core-s in 2 s: 50 %
+    print_cpu(loaded, phase_line(2, loaded))
+    assert "caution: our processes kept the cores only 50% busy" in capsys.readouterr().out
 
 
 BURN = """
