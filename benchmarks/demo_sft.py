@@ -89,7 +89,11 @@ def sft_skill(
     blank = decode_xray(blank_xray_png(BLANK_SIZE, BLANK_SIZE))
     with torch.no_grad():
         *texts, blank_text = greedy_answers(
-            model, Path(summary.adapter), [*images, blank], config.grpo.prompt_format
+            model,
+            Path(summary.adapter),
+            [*images, blank],
+            config.grpo.prompt_format,
+            config.evaluation.max_tokens,
         )
     records = []
     for record, text in zip(val, texts, strict=True):
@@ -128,7 +132,9 @@ def sft_skill(
     }
 
 
-def greedy_answers(model_dir: Path, adapter: Path, images: list, prompt_format: str) -> list[str]:
+def greedy_answers(
+    model_dir: Path, adapter: Path, images: list, prompt_format: str, max_tokens: int
+) -> list[str]:
     """The adapter's greedy answer to each X-ray, with the prompt the rollout server would build."""
     # torch, peft and transformers take seconds to import: `--help` answers without them
     import torch
@@ -153,7 +159,7 @@ def greedy_answers(model_dir: Path, adapter: Path, images: list, prompt_format: 
     answers = []
     for image in images:
         inputs = processor(text=[prompt], images=[image], return_tensors="pt")
-        out = model.generate(**inputs, max_new_tokens=64, do_sample=False)
+        out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
         answers.append(
             processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         )
