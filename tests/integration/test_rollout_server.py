@@ -176,7 +176,9 @@ def test_swap_while_16_requests_are_in_flight(rollout_server, tiny_medgemma):
                 items=[RolloutItem(image=ImageRef(b64=image)) for image in images], n=4, max_tokens=256,
                 min_tokens=256, seed=0, adapter=AdapterSelector(name="swap"),
             )  # fmt: skip
-            async with httpx.AsyncClient() as metrics:
+            # A new connection for each poll: a pooled one the server closed after its keep-alive
+            # timeout, while a loaded machine kept this loop from polling, fails the next poll.
+            async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0)) as metrics:
                 idle = await queue_depth(metrics, rollout_server.url)
                 in_flight = [
                     asyncio.create_task(client.rollouts(request.model_copy(update={"seed": s})))

@@ -18,6 +18,18 @@ from deploy.interrupts import (
 )
 
 
+@pytest.fixture()
+def sigint_from_a_terminal():
+    """SIGINT as a terminal's Ctrl-C reaches Python (KeyboardInterrupt), even where the tests were
+    started in the background, whose SIGINT a shell ignores and StopSignals then leaves ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("sigint_from_a_terminal")
 def test_sigterm_stops_once_and_a_second_signal_does_not_cut_the_cleanup(capsys):
     before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
@@ -30,6 +42,7 @@ def test_sigterm_stops_once_and_a_second_signal_does_not_cut_the_cleanup(capsys)
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.usefixtures("sigint_from_a_terminal")
 def test_ctrl_c_gives_exit_status_130():
     with StopSignals() as stop, pytest.raises(KeyboardInterrupt):  # Ray re-raises it as a plain one
         os.kill(os.getpid(), signal.SIGINT)
