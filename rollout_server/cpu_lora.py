@@ -16,7 +16,7 @@ numbers are the same sums (float32: within 1e-5 of vLLM's ops, tests/unit/rollou
 get no LoRA delta, as vLLM's GPU kernels skip them; vLLM's CPU ops index the last slot instead.
 
 `install()` puts these functions in place of vLLM's, in the process that runs the model (the
-engine's worker: `rollout_server.cpu_lora_worker`, which the server names as vLLM's `worker_cls`
+engine's worker: `rollout_server.cpu_worker`, which the server names as vLLM's `worker_cls`
 on CPU when `EngineConfig.cpu_lora_ops` is "grouped"), for the vLLM version they were written
 against; elsewhere it changes nothing and says so.
 """

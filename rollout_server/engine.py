@@ -46,7 +46,7 @@ def engine_args(config: EngineConfig) -> Any:
         max_lora_rank=config.max_lora_rank,
         max_loras=config.max_loras,
         max_cpu_loras=config.max_loras * 2,
-        worker_cls=lora_worker(config, on_cpu),
+        worker_cls=worker_class(config, on_cpu),
         max_num_seqs=config.max_num_seqs,
         limit_mm_per_prompt={"image": 1},
         mm_processor_kwargs=mm_kwargs or None,
@@ -64,11 +64,14 @@ def engine_args(config: EngineConfig) -> Any:
     )
 
 
-def lora_worker(config: EngineConfig, on_cpu: bool) -> str:
-    """vLLM's worker class: on CPU with `cpu_lora_ops: grouped`, vLLM's CPU worker with the LoRA
-    ops of rollout_server.cpu_lora installed in its process; otherwise vLLM's own choice."""
-    grouped = on_cpu and config.cpu_lora_ops == "grouped"
-    return "rollout_server.cpu_lora_worker.GroupedLoraCpuWorker" if grouped else "auto"
+def worker_class(config: EngineConfig, on_cpu: bool) -> str:
+    """vLLM's worker class: on CPU, vLLM's CPU worker with a short wait for its next step, and the
+    LoRA ops of rollout_server.cpu_lora with `cpu_lora_ops: grouped` (rollout_server.cpu_worker);
+    elsewhere vLLM's own choice."""
+    if not on_cpu:
+        return "auto"
+    grouped = config.cpu_lora_ops == "grouped"
+    return f"rollout_server.cpu_worker.{'GroupedLoraCpuWorker' if grouped else 'QuietCpuWorker'}"
 
 
 class AttentionUnreadable(RuntimeError):

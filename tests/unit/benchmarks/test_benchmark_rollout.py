@@ -90,9 +90,9 @@ def test_vllm_server_gets_our_engine_options(tiny_medgemma):
                    "--no-enable-chunked-prefill", "--enforce-eager", "--dtype float32", "--port 8123"):  # fmt: skip
         assert option in joined, option
     # the same LoRA ops as our server's on CPU (rollout_server.cpu_lora), vLLM's own where we keep them
-    assert "--worker-cls rollout_server.cpu_lora_worker.GroupedLoraCpuWorker" in joined
+    assert "--worker-cls rollout_server.cpu_worker.GroupedLoraCpuWorker" in joined
     theirs = vllm_server_command(EngineConfig(model=str(tiny_medgemma), cpu_lora_ops="vllm"), 8123)
-    assert "--worker-cls" not in theirs
+    assert "--worker-cls rollout_server.cpu_worker.QuietCpuWorker" in " ".join(theirs)
 
 
 def test_arguments_are_checked():

@@ -84,10 +84,13 @@ def test_the_server_runs_vllms_cpu_worker_with_these_ops_unless_told_otherwise()
     from vllm.v1.worker.cpu_worker import CPUWorker
 
     from rollout_server.config import EngineConfig
-    from rollout_server.engine import engine_args, lora_worker
+    from rollout_server.engine import engine_args, worker_class
 
     grouped = engine_args(EngineConfig(model="unused")).worker_cls  # the default, on this CPU machine
     worker = resolve_obj_by_qualname(grouped)
     assert issubclass(worker, CPUWorker) and callable(worker.cxr_rl_lora_ops)
-    assert engine_args(EngineConfig(model="unused", cpu_lora_ops="vllm")).worker_cls == "auto"
-    assert lora_worker(EngineConfig(model="unused"), on_cpu=False) == "auto"  # GPU: vLLM's own kernels
+    theirs = resolve_obj_by_qualname(
+        engine_args(EngineConfig(model="unused", cpu_lora_ops="vllm")).worker_cls
+    )
+    assert issubclass(theirs, CPUWorker) and not hasattr(theirs, "cxr_rl_lora_ops")  # vLLM's ops, our wait
+    assert worker_class(EngineConfig(model="unused"), on_cpu=False) == "auto"  # GPU: vLLM's own worker
