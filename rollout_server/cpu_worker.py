@@ -23,12 +23,14 @@ So this process rechecks every RECHECK_MS: a missed ping costs at most that, and
 rechecks cost microseconds.
 """
 
+import logging
 from typing import Any
 
 from vllm.v1.worker.cpu_worker import CPUWorker
 
 from rollout_server import cpu_lora
 
+log = logging.getLogger(f"vllm.{__name__}")  # under vLLM's logger: its worker prints what this did
 BUSY_WAIT_S = 0.005
 RECHECK_MS = 20
 
@@ -68,7 +70,7 @@ class QuietCpuWorker(CPUWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cxr_rl_busy_wait = shorten_busy_wait()
+        log.info(shorten_busy_wait())
 
 
 class GroupedLoraCpuWorker(QuietCpuWorker):
