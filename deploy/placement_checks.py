@@ -5,6 +5,9 @@ where it landed, and that the trainer sees the run folder the driver reads.
 Ray queues an actor whose resources no node has (or no node has free) without an error; a driver
 that then waits on the actor's first call waits forever. Every actor the driver places is
 therefore awaited here, with a timeout, through Ray's own `__ray_call__` (no method of ours needed).
+The timeout bounds placement, not start-up: an actor Ray has given a worker process when the
+timeout runs out is placed and still constructing (importing torch takes seconds, many more on a
+loaded machine), and is awaited up to STARTUP_GRACE_S more before it is called stuck.
 """
 
 import secrets
@@ -13,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import RayActorError
 
 from shared.errors import UserError
+
+STARTUP_GRACE_S = 600.0  # a placed actor's constructor (the trainer loads a model) may take this long
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,29 @@ def wait_until_placed(actors: list[PlacedActor], timeout_s: float, probe: str | 
     ray.wait(list(pending.values()), num_returns=len(pending), timeout=timeout_s)
     answers = []
     for actor in actors:
+        ref = pending[actor.what]
+        if not ray.wait([ref], timeout=0)[0]:
+            if not has_worker(actor.handle):
+                raise UserError(unplaced_message(actor, timeout_s))
+            if not ray.wait([ref], timeout=STARTUP_GRACE_S)[0]:  # placed, its constructor still running
+                raise UserError(f"{actor.what} was placed but did not start within {STARTUP_GRACE_S:g} s more")
         try:
-            answers.append(ray.get(pending[actor.what], timeout=0))
-        except GetTimeoutError:
-            raise UserError(unplaced_message(actor, timeout_s)) from None
+            answers.append(ray.get(ref))
         except RayActorError as error:
             raise UserError(f"{actor.what} failed to start: {creation_error(error)}") from None
     return answers
+
+
+def has_worker(handle: Any) -> bool:
+    """Whether Ray has leased the actor a worker process on some node (it is placed, perhaps still
+    running its constructor), from the cluster's actor table; False where the table cannot say."""
+    try:  # a DeveloperAPI, as `_available_by_node`'s
+        from ray._private.state import actors
+
+        entry = actors(handle._actor_id.hex())
+    except Exception:  # noqa: BLE001 - then only an answered call counts as placed
+        return False
+    return entry.get("State") == "ALIVE" or bool(entry.get("Pid"))
 
 
 def unplaced_message(actor: PlacedActor, timeout_s: float) -> str:
