@@ -57,7 +57,9 @@ def wait_until_placed(actors: list[PlacedActor], timeout_s: float, probe: str | 
             if not has_worker(actor.handle):
                 raise UserError(unplaced_message(actor, timeout_s))
             if not ray.wait([ref], timeout=STARTUP_GRACE_S)[0]:  # placed, its constructor still running
-                raise UserError(f"{actor.what} was placed but did not start within {STARTUP_GRACE_S:g} s more")
+                raise UserError(
+                    f"{actor.what} was placed but did not start within {STARTUP_GRACE_S:g} s more"
+                )
         try:
             answers.append(ray.get(ref))
         except RayActorError as error:
