@@ -39,6 +39,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--lr", type=float, help="SFT learning rate (default: the demo config's)")
     parser.add_argument("--epochs", type=int, help="SFT epochs (default: the demo config's)")
+    parser.add_argument(
+        "--format",
+        help="SFT output and prompt format (default: the demo config's), e.g. only_label, label_checklist",
+    )
+    parser.add_argument("--max-tokens", type=int, help="longest answer scored (default: the demo config's)")
+    parser.add_argument(
+        "--label-balance", type=float, help="SFT label_balance, 0 to 1 (default: the demo config's)"
+    )
+    parser.add_argument(
+        "--heads", type=int, help="build the tiny MedGemma with this many query heads (default: its own, 8)"
+    )
     parser.add_argument("--rank", type=int, help="LoRA rank (alpha twice it; default: the config's)")
     parser.add_argument(
         "--train-in-full",
@@ -68,6 +79,7 @@ def sft_skill(
     from deploy.embedded import prepare_model, prepare_phantom_data
     from evaluation.baselines import BlankImageAnswer, dataset_baselines, training_prevalence
     from evaluation.blank import blank_xray_png
+    from evaluation.metrics import score_label_lists
     from evaluation.records import PredictionRecord
     from evaluation.skill import skill_over_shortcut
     from rewards.parsing import parse_completion
@@ -115,6 +127,10 @@ def sft_skill(
     )  # fmt: skip
     skill = skill_over_shortcut(records, "chexpert14", baselines, "sft")
     common = Counter(", ".join(record.pred) for record in records).most_common(1)[0]
+    truths = [record.truth for record in records]
+    seen = next(b.predicted_labels for b in baselines.prevalence if b.mode == "threshold")
+    model_f1 = score_label_lists(truths, [r.pred for r in records], [r.valid for r in records], "chexpert14")
+    seen_f1 = score_label_lists(truths, [list(seen)] * len(truths), [True] * len(truths), "chexpert14")
     return {
         "sft_records": summary.train_records,
         "sft_steps": summary.steps,
@@ -129,6 +145,14 @@ def sft_skill(
         "distinct_answer_sets": skill.distinct_answer_sets,
         "most_common_answer": common[0],
         "most_common_share": common[1] / len(records),
+        "per_label": {  # label: [share of the scored images, SFT F1, every-seen-label F1]
+            label: [
+                round(sum(label in truth for truth in truths) / len(truths), 3),
+                round(model_f1.per_label_f1[label], 3),
+                round(seen_f1.per_label_f1[label], 3),
+            ]
+            for label in model_f1.per_label_f1
+        },
     }
 
 
@@ -173,16 +197,33 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # deterministic reductions, and no spinning threads on a shared machine
     training = {
         key: value
-        for key, value in (("max_steps", args.max_steps), ("learning_rate", args.lr), ("epochs", args.epochs))
+        for key, value in (
+            ("max_steps", args.max_steps),
+            ("learning_rate", args.lr),
+            ("epochs", args.epochs),
+            ("label_balance", args.label_balance),
+        )
         if value is not None
     }
     sft: dict = {"training": training}
     if args.rank:
         sft["lora"] = {"rank": args.rank, "alpha": 2 * args.rank}
-    overrides = {"data": {"phantoms": {"n": args.n}}, "sft": sft}
+    overrides: dict = {"data": {"phantoms": {"n": args.n}}, "sft": sft}
+    if args.format:
+        overrides["data"]["sft_format"] = args.format
+        overrides["grpo"] = {"prompt_format": args.format}
+    if args.max_tokens:
+        overrides["evaluation"] = {"max_tokens": args.max_tokens}
     with tempfile.TemporaryDirectory(prefix="cxr-rl-demo-sft-") as scratch:
+        work = args.work_dir or Path(scratch)
+        model = args.model
+        if args.heads:
+            from tiny_models.medgemma import build
+
+            model = work / f"tiny-medgemma-{args.heads}-heads"
+            build(model, seed=0, attention_heads=args.heads)
         train_in_full = tuple(part for part in args.train_in_full.split(",") if part)
-        figures = sft_skill(args.work_dir or Path(scratch), overrides, args.model, args.scored, train_in_full)
+        figures = sft_skill(work, overrides, model, args.scored, train_in_full)
     print(
         f"SFT: {figures['sft_records']} records, {figures['sft_steps']} steps in {figures['sft_s']} s; "
         f"val loss by epoch {figures['val_loss']}"
@@ -193,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         f"on {figures['scored_images']} images; {figures['distinct_answer_sets']} distinct answers, the commonest "
         f"({figures['most_common_answer']}) on {figures['most_common_share']:.0%}"
     )
+    print(f"{'label':<28} {'share':>6} {'SFT F1':>7} {'every seen label F1':>20}")
+    for label, (share, ours, seen) in figures["per_label"].items():
+        print(f"{label:<28} {share:>6.1%} {ours:>7.3f} {seen:>20.3f}")
     print(json.dumps(figures))
     return 0
 

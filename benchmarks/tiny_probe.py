@@ -56,15 +56,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             for arch in archs
         }
-    print(f"{'model':<12} {'dim':>5} {'distinct':>8}  macro-F1 (baseline)  micro-F1  OOD macro-F1 (baseline)")
+    print(
+        f"{'model':<12} {'dim':>5} {'distinct':>8} {'differs':>7}  macro-F1 (baseline)  micro-F1  "
+        "OOD macro-F1 (baseline)"
+    )
     for arch, report in reports.items():
         print(
-            f"{arch:<12} {report.feature_dim:>5} {report.distinct_features:>8}  "
+            f"{arch:<12} {report.feature_dim:>5} {report.distinct_features:>8} "
+            f"{report.between_image_share:>7.1%}  "
             f"{report.probe_macro_f1:.3f} ({report.baseline_macro_f1:.3f})      {report.probe_micro_f1:.3f}     "
             f"{report.ood_probe_macro_f1:.3f} ({report.ood_baseline_macro_f1:.3f})"
         )
     first = next(iter(reports.values()))
     print(f"images: {first.n_train} train, {first.n_held_out} held out, {first.n_ood} OOD")
+    print("differs: the share of the image features' mean square that varies between images")
     print(json.dumps({arch: report.model_dump(exclude={"model"}) for arch, report in reports.items()}))
     return 0
 

@@ -27,9 +27,9 @@ from deploy.config import EMBEDDED_MODEL, ReportSet, RunConfig
 from deploy.run_sets import RunSet, check_run_sets
 from shared.errors import UserError
 from shared.manifest import ManifestRecord, read_manifest, write_manifest
-from shared.prompts import SFT_OUTPUT_FORMATS, registry_with
+from shared.prompts import registry_with
 from tiny_models import build_tiny_model
-from trainer.templates import with_synthetic_targets
+from trainer.templates import SYNTHETIC_FORMATS, with_synthetic_targets
 
 log = logging.getLogger("cxr_rl.driver")
 SELECTION_RULES_NEEDING_OOD = ("out_of_distribution", "weighted")
@@ -141,7 +141,7 @@ def _synthetic_format(config: RunConfig) -> str:
     """The writer of the demo's synthetic targets: the SFT format itself when it is a built-in one;
     for a user format, Free Reasoning's, or Only Label's when the format carries no rationale."""
     name = config.data.sft_format
-    if name in SFT_OUTPUT_FORMATS:
+    if name in SYNTHETIC_FORMATS:
         return name
     return (
         "free_reasoning"

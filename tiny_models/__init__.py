@@ -15,8 +15,9 @@ ARCHITECTURES = ("medgemma", "qwen2.5-vl")  # tiny: seconds to build, megabytes
 # Real widths, vocabulary and image size with few layers (tiny_models.medgemma_shape): gigabytes.
 SHAPE_ARCHITECTURES = ("medgemma-4b-shape",)
 SHAPE_BUILDER_VERSION = 1
-BUILDER_VERSION = 3  # bump when a builder changes what it writes; cached models are rebuilt
+BUILDER_VERSION = 4  # bump when a builder changes what it writes; cached models are rebuilt
 # (3: MedGemma's projector drawn, so the model sees; no constant norm scales or biases)
+# (4: MedGemma's projector fitted to phantom films, so images differ in what the model reads)
 STAMP = "cxr-rl-tiny-model.json"
 
 

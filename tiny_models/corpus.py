@@ -31,4 +31,6 @@ def tokenizer_corpus() -> list[str]:
     for label in CHEXPERT_LABELS:
         lines += [f"<think>{' '.join(_FINDING_PHRASES)}</think>\n<solution>{label}</solution>"] * 4
     lines += list(_FINDING_PHRASES) * 10
+    checklist = ", ".join(f"{label} {answer}" for label in CHEXPERT_LABELS for answer in ("yes", "no"))
+    lines += [f"<think>{checklist}</think>"] * 10  # the tiny model's label_checklist answers
     return lines

@@ -37,6 +37,7 @@ class ProbeReport(BaseModel):
     model: str
     feature_dim: int
     distinct_features: int  # distinct image-feature vectors among all images probed
+    between_image_share: float  # of the features' mean square, the part that varies between images
     n_train: int
     n_held_out: int
     n_ood: int
@@ -63,6 +64,14 @@ def image_features(model_dir: str | Path, images: Sequence[bytes], batch_size: i
     if len({row.shape for row in rows}) != 1:
         raise ValueError("images of different token counts: probe images of one size")
     return np.stack(rows)
+
+
+def between_image_share(features: np.ndarray) -> float:
+    """Variance across images (summed over feature dimensions) over the mean squared feature norm:
+    near 0 when every image reaches the language model as about the same tokens, 1 when nothing is
+    common to all images."""
+    features = features.astype(np.float64)
+    return float(features.var(axis=0).sum() / (features**2).sum(axis=1).mean())
 
 
 def fit_and_predict(
@@ -126,6 +135,7 @@ def phantom_probe(model_dir: str | Path, phantom_root: str | Path, seed: int = 0
         model=str(model_dir),
         feature_dim=features.shape[1],
         distinct_features=len(np.unique(features.round(6), axis=0)),
+        between_image_share=between_image_share(features),
         n_train=len(sets["train"]),
         n_held_out=len(sets["held_out"]),
         n_ood=len(ood),

@@ -13,8 +13,9 @@ from pathlib import Path
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS, NO_FINDING, check_chexpert_labels
 from shared.manifest import ManifestRecord, read_manifest, write_manifest
-from shared.prompts import SFT_OUTPUT_FORMATS
+from shared.prompts import SFT_OUTPUT_FORMATS, TINY_MODEL_FORMATS
 
+SYNTHETIC_FORMATS = SFT_OUTPUT_FORMATS + TINY_MODEL_FORMATS  # the formats synthetic targets are written in
 SIDES = ("right", "left")
 ZONES = ("upper", "middle", "lower")
 
@@ -130,21 +131,26 @@ def describe(label: str, rng: random.Random) -> tuple[int, str]:
 
 def synthetic_target(labels: Sequence[str], sft_format: str, rng: random.Random) -> str:
     """A target in `sft_format` for an X-ray with these CheXpert labels: `<think>` then `<solution>`."""
-    writers = {
-        "only_label": _only_label,
-        "free_reasoning": _free_reasoning,
-        "reasoning_narrative": _narrative,
-        "reasoning_a_sft": _checklist,
-    }
+    writers = _writers()
     if sft_format not in writers:
         raise UserError(
-            f"no synthetic targets for format {sft_format!r}; choose one of {', '.join(SFT_OUTPUT_FORMATS)}"
+            f"no synthetic targets for format {sft_format!r}; choose one of {', '.join(SYNTHETIC_FORMATS)}"
         )
     answer = solution_labels(labels)
     findings = [(label, *describe(label, rng)) for label in answer if label != NO_FINDING]
     rng.shuffle(findings)
     think = writers[sft_format](findings, rng)
     return f"<think>{think}</think>\n<solution>{', '.join(answer)}</solution>"
+
+
+def _writers() -> dict:
+    return {
+        "only_label": _only_label,
+        "free_reasoning": _free_reasoning,
+        "reasoning_narrative": _narrative,
+        "reasoning_a_sft": _checklist,
+        "label_checklist": _label_checklist,
+    }
 
 
 def _only_label(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
@@ -197,6 +203,21 @@ def _checklist(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
         else:
             lines.append(f"{number}. {title}: {rng.choice(CHECKLIST_NORMAL[number])}.")
     return "\n".join(lines)
+
+
+def _label_checklist(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
+    """Every label in CheXpert order with "yes" or "no": the paper's prompt ablation asks for "a
+    label-confidence matrix" (Reasoning C); this is its two-level form, one decision per label at a
+    fixed place, which a 2-layer model learns where a list of the present labels is one choice
+    among fourteen at every step."""
+    del rng
+    present = {label for label, _, _ in findings}
+    decisions = [
+        f"{label} {'yes' if label in present else 'no'}" for label in CHEXPERT_LABELS if label != NO_FINDING
+    ]
+    return ", ".join(
+        [*decisions, f"{NO_FINDING} {'no' if present else 'yes'}"]
+    )  # after the findings it sums up
 
 
 def sentence(text: str) -> str:

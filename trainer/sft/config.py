@@ -48,6 +48,15 @@ class SftTraining(StrictModel):
     )
     early_stopping_patience: int = Field(2, ge=1, description="epochs without a lower validation loss")
     max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps (smoke tests)")
+    label_balance: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="repeat each training image (commonest label's count / its rarest label's count) ** "
+        "label_balance times, at most max_label_repeats: 0 trains on the images as drawn (the paper), 0.5 "
+        "is square-root balancing; validation images are never repeated",
+    )
+    max_label_repeats: int = Field(4, ge=1, description="most times label_balance repeats one image")
     seed: int = Field(0, ge=0, description="seeds torch and the order of the examples")
 
 

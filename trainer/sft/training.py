@@ -51,7 +51,15 @@ from trainer.model import (
     trainable_parameters,
 )
 from trainer.sft.config import FULL_WEIGHTS_FILE, SftConfig
-from trainer.sft.data import IGNORE_INDEX, SftBatch, SftDataset, collate, hold_out_patients, read_sft_manifest
+from trainer.sft.data import (
+    IGNORE_INDEX,
+    SftBatch,
+    SftDataset,
+    balance_labels,
+    collate,
+    hold_out_patients,
+    read_sft_manifest,
+)
 
 log = logging.getLogger("cxr_rl.sft")
 ADAPTER_NAME = "policy"
@@ -172,6 +180,8 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
         prompts.add_from_file(config.data.prompt_formats_file)
     prompt_messages = user_messages(prompts.get(config.data.sft_format))
     train_records, val_records = sft_records(config)
+    training = config.training
+    train_records = balance_labels(train_records, training.label_balance, training.max_label_repeats)
     checkpoint = prepare_output(out, config, resume)
     if checkpoint is not None and config.train_in_full:
         raise UserError("--resume: checkpoints hold the LoRA only, not what train_in_full trains; start over")
@@ -181,7 +191,6 @@ def train_sft(config: SftConfig, out: Path, resume: bool = False) -> SftSummary:
         write_json(out / "sft_summary.json", result.model_dump())
         return result
 
-    training = config.training
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     torch.manual_seed(training.seed)  # the new LoRA's initial weights

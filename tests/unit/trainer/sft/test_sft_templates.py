@@ -111,3 +111,21 @@ def test_a_single_patient_cannot_be_split():
 def test_records_json_roundtrip_keeps_targets(tmp_path):
     path = write_manifest(with_synthetic_targets([record(1, "a", None)], "only_label"), tmp_path / "m.jsonl")
     assert json.loads(path.read_text())["target"].startswith("<think>")
+
+
+def test_the_tiny_models_checklist_answers_every_label_once_and_agrees_with_its_solution():
+    """label_checklist: each finding with yes or no in CheXpert order, No Finding last (it sums up),
+    then the present labels: the decision for each label sits at a fixed place in the answer."""
+    from rewards.parsing import parse_completion
+    from shared.labels import CHEXPERT_LABELS
+
+    for labels in (["Cardiomegaly", "Pleural Effusion"], ["No Finding"]):
+        target = synthetic_target(labels, "label_checklist", random.Random(0))
+        parsed = parse_completion(target)
+        assert parsed.valid and parsed.labels == labels
+        decisions = dict(item.rsplit(" ", 1) for item in parsed.think.split(", "))
+        assert list(decisions) == [
+            *[label for label in CHEXPERT_LABELS if label != "No Finding"],
+            "No Finding",
+        ]
+        assert {label for label, answer in decisions.items() if answer == "yes"} == set(labels)
