@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="The demo's SFT, then its greedy answers on held-out phantoms against the best shortcut "
         "baseline (macro-F1, paired bootstrap 95%%). Prints a table, then one JSON line.",
     )
-    parser.add_argument("--n", type=int, default=1200, help="phantom studies to draw (default 1200)")
+    parser.add_argument("--n", type=int, help="phantom studies to draw (default: the demo config's, 2,400)")
     parser.add_argument("--scored", type=int, default=120, help="ID validation images scored (default 120)")
     parser.add_argument(
         "--max-steps", type=int, help="cap on SFT optimizer steps (default: the config's epochs)"
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     sft: dict = {"training": training}
     if args.rank:
         sft["lora"] = {"rank": args.rank, "alpha": 2 * args.rank}
-    overrides: dict = {"data": {"phantoms": {"n": args.n}}, "sft": sft}
+    overrides: dict = {"data": {"phantoms": {"n": args.n}} if args.n else {}, "sft": sft}
     if args.format:
         overrides["data"]["sft_format"] = args.format
         overrides["grpo"] = {"prompt_format": args.format}
