@@ -215,9 +215,8 @@ def _label_checklist(findings: list[tuple[str, int, str]], rng: random.Random) -
     decisions = [
         f"{label} {'yes' if label in present else 'no'}" for label in CHEXPERT_LABELS if label != NO_FINDING
     ]
-    return ", ".join(
-        [*decisions, f"{NO_FINDING} {'no' if present else 'yes'}"]
-    )  # after the findings it sums up
+    summing_up = f"{NO_FINDING} {'no' if present else 'yes'}"  # last: it follows from the others
+    return ", ".join([*decisions, summing_up])
 
 
 def sentence(text: str) -> str:

