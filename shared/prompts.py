@@ -14,8 +14,8 @@ a <solution>...</solution> block", the paper's hard reward) then serve every for
 `rationale = False` asks for that empty block, and its traces must leave it empty.
 
 One format is for the tiny demo model only: `label_checklist`, after the three words "Check each
-label:", answers every label with yes or no in the think block (a two-level form of the "label-
-confidence matrix" the paper's prompt ablation asks of Reasoning C), then the labels. The full
+label:", answers every label with yes or no in the think block (a two-level form of the label-
+confidence matrix `reasoning_c` asks for), then the labels. The full
 instructions are ~270 tokens of text that is the same for every image: a 2-layer random model then
 gives the 16 image tokens 6% of the prompt and learns the labels' rates instead of the film. A real
 model reads the paper's prompts; this one is never a default for it.

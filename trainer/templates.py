@@ -206,9 +206,8 @@ def _checklist(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
 
 
 def _label_checklist(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
-    """Every label in CheXpert order with "yes" or "no": the paper's prompt ablation asks for "a
-    label-confidence matrix" (Reasoning C); this is its two-level form, one decision per label at a
-    fixed place, which a 2-layer model learns where a list of the present labels is one choice
+    """Every label in CheXpert order with "yes" or "no": a two-level form of the label-confidence
+    matrix our Reasoning C prompt asks for, one decision per label at a fixed place, which a 2-layer model learns where a list of the present labels is one choice
     among fourteen at every step."""
     del rng
     present = {label for label, _, _ in findings}
