@@ -53,7 +53,7 @@ class SftTraining(StrictModel):
         ge=0.0,
         le=1.0,
         description="repeat each training image (commonest label's count / its rarest label's count) ** "
-        "label_balance times, at most max_label_repeats: 0 trains on the images as drawn (the paper), 0.5 "
+        "label_balance times, at most max_label_repeats: 0 (the default) trains on the images as drawn, 0.5 "
         "is square-root balancing; validation images are never repeated",
     )
     max_label_repeats: int = Field(4, ge=1, description="most times label_balance repeats one image")
