@@ -14,11 +14,11 @@ a <solution>...</solution> block", the paper's hard reward) then serve every for
 `rationale = False` asks for that empty block, and its traces must leave it empty.
 
 One format is for the tiny demo model only: `label_checklist`, after the three words "Check each
-label:", answers every label with yes or no in the think block (a two-level form of the label-
-confidence matrix `reasoning_c` asks for), then the labels. The full
-instructions are ~270 tokens of text that is the same for every image: a 2-layer random model then
-gives the 16 image tokens 6% of the prompt and learns the labels' rates instead of the film. A real
-model reads the paper's prompts; this one is never a default for it.
+label:", answers every label with yes or no in the think block (a two-level form of the
+label-confidence matrix `reasoning_c` asks for), then the labels. The full instructions are ~270
+tokens of text that is the same for every image: a 2-layer random model then gives the 16 image
+tokens 6% of the prompt and learns the labels' rates instead of the film. A real model reads the
+paper's prompts; this one is never a default for it.
 
 Users add their own formats from a YAML or JSON file: `name: instruction text`, or
 `name: {instruction: ..., rationale: false}` for a format whose answers carry no rationale.
@@ -56,16 +56,15 @@ _INTRO = "You are an expert radiologist reading a chest X-ray. Identify every fi
 @dataclass(frozen=True)
 class PromptFormat:
     name: str
-    kind: str  # "reasoning" (prompt ablation), "sft" (SFT output format) or "user"
+    kind: str  # "reasoning" (prompt ablation), "sft" (SFT output format), "tiny" (demo model) or "user"
     instruction: str
     rationale: bool = True  # False: the answer's think block stays empty (Only Label)
-    brief: bool = False  # True: the instruction alone, no introduction and no contract (tiny models)
 
     def contract(self) -> str:
         return CONTRACT if self.rationale else LABELS_ONLY_CONTRACT
 
     def user_text(self) -> str:
-        if self.brief:
+        if self.kind == "tiny":  # the instruction alone: no introduction, no contract
             return self.instruction
         return f"{_INTRO}\n{self.instruction}\n{self.contract()}"
 
@@ -120,7 +119,7 @@ _SFT = {
     "reasoning_a_sft": _REASONING["reasoning_a"],
 }
 _NO_RATIONALE = frozenset({"only_label"})
-_TINY = {"label_checklist": PromptFormat("label_checklist", "tiny", "Check each label:", brief=True)}
+_TINY = {"label_checklist": PromptFormat("label_checklist", "tiny", "Check each label:")}
 
 BUILTIN_FORMATS: dict[str, PromptFormat] = {
     **{name: PromptFormat(name, "reasoning", text) for name, text in _REASONING.items()},

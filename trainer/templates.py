@@ -13,9 +13,7 @@ from pathlib import Path
 from shared.errors import UserError
 from shared.labels import CHEXPERT_LABELS, NO_FINDING, check_chexpert_labels
 from shared.manifest import ManifestRecord, read_manifest, write_manifest
-from shared.prompts import SFT_OUTPUT_FORMATS, TINY_MODEL_FORMATS
 
-SYNTHETIC_FORMATS = SFT_OUTPUT_FORMATS + TINY_MODEL_FORMATS  # the formats synthetic targets are written in
 SIDES = ("right", "left")
 ZONES = ("upper", "middle", "lower")
 
@@ -131,26 +129,15 @@ def describe(label: str, rng: random.Random) -> tuple[int, str]:
 
 def synthetic_target(labels: Sequence[str], sft_format: str, rng: random.Random) -> str:
     """A target in `sft_format` for an X-ray with these CheXpert labels: `<think>` then `<solution>`."""
-    writers = _writers()
-    if sft_format not in writers:
+    if sft_format not in WRITERS:
         raise UserError(
             f"no synthetic targets for format {sft_format!r}; choose one of {', '.join(SYNTHETIC_FORMATS)}"
         )
     answer = solution_labels(labels)
     findings = [(label, *describe(label, rng)) for label in answer if label != NO_FINDING]
     rng.shuffle(findings)
-    think = writers[sft_format](findings, rng)
+    think = WRITERS[sft_format](findings, rng)
     return f"<think>{think}</think>\n<solution>{', '.join(answer)}</solution>"
-
-
-def _writers() -> dict:
-    return {
-        "only_label": _only_label,
-        "free_reasoning": _free_reasoning,
-        "reasoning_narrative": _narrative,
-        "reasoning_a_sft": _checklist,
-        "label_checklist": _label_checklist,
-    }
 
 
 def _only_label(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
@@ -207,8 +194,8 @@ def _checklist(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
 
 def _label_checklist(findings: list[tuple[str, int, str]], rng: random.Random) -> str:
     """Every label in CheXpert order with "yes" or "no": a two-level form of the label-confidence
-    matrix our Reasoning C prompt asks for, one decision per label at a fixed place, which a 2-layer model learns where a list of the present labels is one choice
-    among fourteen at every step."""
+    matrix our Reasoning C prompt asks for, one decision per label at a fixed place, which a 2-layer
+    model learns where a list of the present labels is one choice among fourteen at every step."""
     del rng
     present = {label for label, _, _ in findings}
     decisions = [
@@ -216,6 +203,17 @@ def _label_checklist(findings: list[tuple[str, int, str]], rng: random.Random) -
     ]
     summing_up = f"{NO_FINDING} {'no' if present else 'yes'}"  # last: it follows from the others
     return ", ".join([*decisions, summing_up])
+
+
+# SFT output format -> the writer of its think block: the four of the paper, and the tiny model's
+WRITERS = {
+    "only_label": _only_label,
+    "free_reasoning": _free_reasoning,
+    "reasoning_narrative": _narrative,
+    "reasoning_a_sft": _checklist,
+    "label_checklist": _label_checklist,
+}
+SYNTHETIC_FORMATS = tuple(WRITERS)  # the formats synthetic targets are written in
 
 
 def sentence(text: str) -> str:
